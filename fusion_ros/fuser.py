@@ -1,0 +1,165 @@
+"""The one fusion API: arrays in, fused array out, for the node, the CLI, the UI and the tests.
+
+A :class:`Fuser` owns everything that is the same for every method — input checks, thermal
+normalisation, registration, the visible-style colour path, device and dtype — so a method
+implements only its algorithm on clean tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fusion_ros.color import luma, replace_luma
+from fusion_ros.device import resolve_device, resolve_dtype
+from fusion_ros.errors import InputError, MethodUnavailableError
+from fusion_ros.methods.base import FusionMethod
+from fusion_ros.options import build_options
+from fusion_ros.registration import Registration
+from fusion_ros.registry import DEFAULT_METHOD, get_method_class
+from fusion_ros.thermal import THERMAL_DTYPES, ThermalConfig, ThermalNormalizer
+from fusion_ros.weights import default_weights_dir
+
+__all__ = ["Fuser", "create_method"]
+
+
+def create_method(
+    name: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    weights_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    random_init: bool = False,
+) -> FusionMethod:
+    """Build method ``name``: unknown → :class:`UnknownMethodError`, unavailable → :class:`MethodUnavailableError`."""
+    cls = get_method_class(name)
+    wdir = Path(weights_dir) if weights_dir else default_weights_dir()
+    opts = build_options(cls.Options, options, name)
+    if not random_init:
+        reason = cls.unavailable_reason(wdir)
+        if reason:
+            raise MethodUnavailableError(f"method {name!r} is unavailable: {reason}")
+    return cls(opts, device, dtype, wdir, random_init=random_init)
+
+
+def _check_visible(visible: np.ndarray) -> None:
+    if not isinstance(visible, np.ndarray):
+        raise InputError(f"visible image must be a numpy array, not {type(visible).__name__}")
+    if visible.dtype != np.uint8:
+        raise InputError(f"visible image must be uint8, not {visible.dtype}")
+    if visible.ndim == 3 and visible.shape[2] == 1:
+        return
+    if visible.ndim not in (2, 3) or (visible.ndim == 3 and visible.shape[2] != 3):
+        raise InputError(f"visible image must be HxW (grey) or HxWx3 (RGB), got shape {visible.shape}")
+    if visible.shape[0] == 0 or visible.shape[1] == 0:
+        raise InputError(f"visible image is empty (shape {visible.shape})")
+
+
+def _check_thermal(thermal: np.ndarray) -> np.ndarray:
+    if not isinstance(thermal, np.ndarray):
+        raise InputError(f"thermal image must be a numpy array, not {type(thermal).__name__}")
+    if thermal.ndim == 3 and thermal.shape[2] == 1:
+        thermal = thermal[..., 0]
+    if thermal.ndim != 2:
+        raise InputError(f"thermal image must be HxW (one channel), got shape {thermal.shape}")
+    if thermal.dtype not in THERMAL_DTYPES:
+        raise InputError(f"thermal image must be uint8, uint16 or float32 temperatures, not {thermal.dtype}")
+    if thermal.size == 0:
+        raise InputError(f"thermal image is empty (shape {thermal.shape})")
+    return thermal
+
+
+class Fuser:
+    """Fuses thermal + visible frames with one method on one device.
+
+    Args:
+        method: registered method name (``fusion-ros methods``).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (auto: fp16 on CUDA, fp32 on CPU).
+        weights_dir: folder with the weight files (default :func:`~fusion_ros.weights.default_weights_dir`).
+        options: the method's options by name (strings are converted).
+        thermal: thermal normalisation; with ``ema > 0`` the window is smoothed across calls.
+        homography: 9 row-major numbers mapping thermal pixels to visible pixels.
+        random_init: build network methods with random weights (tests only).
+        warmup: run the method once on a small dummy pair now, not on the first frame.
+    """
+
+    def __init__(
+        self,
+        method: str = DEFAULT_METHOD,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        weights_dir: str | Path | None = None,
+        options: Mapping[str, Any] | None = None,
+        thermal: ThermalConfig | None = None,
+        homography: Sequence[float] | None = None,
+        random_init: bool = False,
+        warmup: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.method_name = method
+        self.method = create_method(
+            method,
+            device=self.device,
+            dtype=self.dtype,
+            weights_dir=Path(weights_dir) if weights_dir else None,
+            options=options,
+            random_init=random_init,
+        )
+        self.thermal = ThermalNormalizer(thermal)
+        self.registration = Registration(homography)
+        if warmup:
+            self.method.warmup()
+
+    @torch.inference_mode()
+    def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Batched fusion of prepared tensors.
+
+        Args:
+            ir: (B,1,h,w) thermal in [0,1] (registered to the visible grid by this Fuser's homography).
+            vis: (B,3,H,W) RGB or (B,1,H,W) grey, in [0,1].
+
+        Returns:
+            (B,C,H,W) like ``vis``, in [0,1], float32.
+        """
+        if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] not in (1, 3) or ir.shape[0] != vis.shape[0]:
+            raise InputError(f"fuse_tensor needs ir (B,1,h,w) and vis (B,1|3,H,W), got {tuple(ir.shape)} and {tuple(vis.shape)}")
+        ir = self.registration(ir.to(self.device, self.dtype), (vis.shape[-2], vis.shape[-1]))
+        vis = vis.to(self.device, self.dtype)
+        method = self.method
+        if method.color_space == "luma":
+            y = vis if vis.shape[1] == 1 else luma(vis)
+            fused_y = method.fuse(ir, y).clamp_(0.0, 1.0)
+            out = fused_y if vis.shape[1] == 1 else replace_luma(vis, y, fused_y)
+        else:
+            rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)
+            out = method.fuse(ir, rgb).clamp_(0.0, 1.0)
+            if vis.shape[1] == 1:
+                out = luma(out)
+        return out.float()
+
+    @torch.inference_mode()
+    def __call__(self, thermal: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Fuse one pair of arrays.
+
+        Args:
+            thermal: (H',W') uint8, uint16 counts or float32 temperatures (NaN allowed).
+            visible: (H,W,3) uint8 RGB, or (H,W) / (H,W,1) uint8 grey.
+
+        Returns:
+            The fused image with ``visible``'s shape and dtype.
+        """
+        thermal = _check_thermal(thermal)
+        _check_visible(visible)
+        ir = self.thermal(thermal, self.device, self.dtype)
+        vis = torch.from_numpy(np.ascontiguousarray(visible)).to(self.device)
+        vis = vis.reshape(vis.shape[0], vis.shape[1], -1).permute(2, 0, 1)[None]  # (1,C,H,W) uint8
+        out = self.fuse_tensor(ir, vis.to(self.dtype).div_(255.0))
+        out = out.mul_(255.0).round_().to(torch.uint8)[0].permute(1, 2, 0)
+        return out.cpu().numpy().reshape(visible.shape)

@@ -1,0 +1,113 @@
+"""Weight-free fusion methods: fast, no download, deterministic, any device.
+
+``pyramid`` is the default: a Laplacian-pyramid fusion in which the visible image keeps its
+overall look while thermal detail and hot targets are brought in. Its rule:
+
+- detail levels: per pixel, the coefficient with the larger magnitude (choose-max), so edges of
+  either camera survive at every scale;
+- base level: the visible base plus the thermal excess over it, weighted by a saliency that is
+  high where the scene is hotter than its mean (``saliency``), so warm bodies stand out in a dark
+  RGB scene without turning the whole image into a thermal picture.
+
+The pyramid uses 2×2 box reduction and bilinear expansion on a batch of the two images at once,
+which keeps a 640×512 pair within a few milliseconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fusion_ros.methods.base import FusionMethod, option
+from fusion_ros.registry import register_method
+
+__all__ = ["AverageFusion", "MaxFusion", "PyramidFusion", "laplacian_pyramid", "reconstruct"]
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Laplacian pyramid of (B,C,H,W): ``levels - 1`` detail bands (finest first) then the base.
+
+    The number of levels is capped so the coarsest band is at least 1 pixel on its short side.
+    """
+    bands = []
+    cur = x
+    for _ in range(levels - 1):
+        if min(cur.shape[-2:]) < 2:
+            break
+        down = F.avg_pool2d(cur, 2, ceil_mode=True)
+        up = F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False)
+        bands.append(cur - up)
+        cur = down
+    bands.append(cur)
+    return bands
+
+
+def reconstruct(bands: list[torch.Tensor]) -> torch.Tensor:
+    """Inverse of :func:`laplacian_pyramid`."""
+    cur = bands[-1]
+    for detail in reversed(bands[:-1]):
+        cur = F.interpolate(cur, size=detail.shape[-2:], mode="bilinear", align_corners=False) + detail
+    return cur
+
+
+@dataclass(frozen=True)
+class PyramidOptions:
+    levels: int = option(5, "pyramid levels (detail bands + base)", range=(1, 10))
+    saliency: float = option(1.0, "weight of thermal hot-spot saliency in the base level (0 = visible base only)", range=(0.0, 4.0))
+    detail_gain: float = option(1.0, "gain on the fused detail bands", range=(0.0, 4.0))
+
+
+@register_method
+class PyramidFusion(FusionMethod):
+    """Laplacian pyramid, choose-max details, saliency-weighted base (the default)."""
+
+    name = "pyramid"
+    description = "Laplacian pyramid, max-detail + thermal-saliency base; RGB look kept (default, weight-free)"
+    Options = PyramidOptions
+    cost = "~3 ms / 640x512 pair on 2 CPU cores"
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        opts: PyramidOptions = self.options
+        batch = ir.shape[0]
+        bands = laplacian_pyramid(torch.cat([ir, vis], 0), opts.levels)
+        fused = []
+        for band in bands[:-1]:
+            d_ir, d_vis = band[:batch], band[batch:]
+            fused.append(torch.where(d_ir.abs() > d_vis.abs(), d_ir, d_vis).mul_(opts.detail_gain))
+        b_ir, b_vis = bands[-1][:batch], bands[-1][batch:]
+        # Saliency: how much hotter than the frame's mean each base pixel is, in [0,1].
+        mean = b_ir.mean(dim=(-2, -1), keepdim=True)
+        weight = ((b_ir - mean) * (2.0 * opts.saliency)).clamp_(0.0, 1.0)
+        fused.append(b_vis + weight * (b_ir - b_vis).clamp_(min=0.0))
+        return reconstruct(fused)
+
+
+@register_method
+class AverageFusion(FusionMethod):
+    """Per-pixel weighted average (baseline)."""
+
+    name = "average"
+    description = "per-pixel weighted average of thermal and visible luminance (baseline)"
+
+    @dataclass(frozen=True)
+    class Options:
+        ir_weight: float = option(0.5, "weight of the thermal image", range=(0.0, 1.0))
+
+    cost = "<1 ms / 640x512 pair on 2 CPU cores"
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(vis, ir, self.options.ir_weight)
+
+
+@register_method
+class MaxFusion(FusionMethod):
+    """Per-pixel maximum (baseline): anything bright in either camera shows."""
+
+    name = "max"
+    description = "per-pixel maximum of thermal and visible luminance (baseline)"
+    cost = "<1 ms / 640x512 pair on 2 CPU cores"
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(ir, vis)

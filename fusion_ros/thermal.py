@@ -1,0 +1,108 @@
+"""Thermal frames to [0,1] intensity: 8-bit passthrough, 16-bit counts and float temperatures
+through a robust window, optionally smoothed over time so video does not flicker.
+
+Per-frame min/max scaling (what most drivers do) makes the whole image pump when a hot object
+enters the view; percentiles ignore a few hot pixels, and an EMA of the window keeps brightness
+steady from frame to frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fusion_ros.errors import ConfigError, InputError
+
+__all__ = ["THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
+
+#: Thermal array dtypes the core accepts (mono8 / mono16 counts / 32FC1 temperatures).
+THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+# Percentiles are taken on every 4th pixel of every 4th row: 16x less work, same window to
+# within a count on real sensors (the window is smoothed anyway).
+_SUBSAMPLE = 4
+
+
+@dataclass(frozen=True)
+class ThermalConfig:
+    """How thermal values become [0,1].
+
+    Attributes:
+        mode: ``"auto"`` (uint8 passthrough, percentile window otherwise), ``"percentile"``
+            (always a window from the frame's percentiles), ``"fixed"`` (the ``window`` given).
+        low_pct: lower percentile of the robust window (``auto``/``percentile``).
+        high_pct: upper percentile.
+        window: (low, high) in the frame's own unit (counts or degrees) for ``fixed``.
+        ema: weight of the previous window in the temporal smoothing, 0 = stateless (single
+            images), 0.9 = steady video. Only a :class:`ThermalNormalizer` keeps state.
+        invert: map hot to dark (for "black-hot" palettes).
+    """
+
+    mode: str = "auto"
+    low_pct: float = 1.0
+    high_pct: float = 99.0
+    window: tuple[float, float] = (0.0, 65535.0)
+    ema: float = 0.0
+    invert: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "percentile", "fixed"):
+            raise ConfigError(f"thermal mode must be auto, percentile or fixed, not {self.mode!r}")
+        if not 0.0 <= self.low_pct < self.high_pct <= 100.0:
+            raise ConfigError(f"thermal percentiles need 0 <= low < high <= 100, got {self.low_pct}, {self.high_pct}")
+        if not self.window[1] > self.window[0]:
+            raise ConfigError(f"thermal window needs high > low, got {tuple(self.window)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"thermal ema must be in [0, 1), got {self.ema}")
+
+
+class ThermalNormalizer:
+    """Maps thermal arrays to (1,1,H,W) float tensors in [0,1]; keeps the smoothed window between calls."""
+
+    def __init__(self, config: ThermalConfig | None = None) -> None:
+        self.config = config or ThermalConfig()
+        self._window: tuple[float, float] | None = None
+
+    def reset(self) -> None:
+        """Forget the smoothed window (a new sequence, a bag loop)."""
+        self._window = None
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The window used for the last frame (None before the first or for uint8 passthrough)."""
+        return self._window
+
+    def _frame_window(self, thermal: np.ndarray) -> tuple[float, float]:
+        cfg = self.config
+        if cfg.mode == "fixed":
+            return float(cfg.window[0]), float(cfg.window[1])
+        sample = thermal[::_SUBSAMPLE, ::_SUBSAMPLE]
+        if sample.dtype.kind == "f":
+            sample = sample[np.isfinite(sample)]
+            if sample.size == 0:
+                raise InputError("thermal frame has no finite value (all NaN or inf)")
+        lo, hi = np.percentile(sample, (cfg.low_pct, cfg.high_pct))
+        return float(lo), float(hi)
+
+    def __call__(self, thermal: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Normalise one (H,W) thermal array; returns (1,1,H,W) on ``device`` in [0,1], NaN → 0 (coldest)."""
+        t = torch.from_numpy(np.ascontiguousarray(thermal)).to(device)
+        if thermal.dtype == np.uint8 and self.config.mode == "auto":
+            out = t.to(dtype).div_(255.0)
+        else:
+            lo, hi = self._frame_window(thermal)
+            if self._window is not None and self.config.ema > 0.0:
+                a = self.config.ema
+                lo = a * self._window[0] + (1.0 - a) * lo
+                hi = a * self._window[1] + (1.0 - a) * hi
+            self._window = (lo, hi)
+            scale = 1.0 / max(hi - lo, 1e-6)
+            out = t.to(torch.float32).sub_(lo).mul_(scale)
+            if thermal.dtype.kind == "f":
+                out = torch.nan_to_num_(out, nan=0.0, posinf=1.0, neginf=0.0)
+            out = out.clamp_(0.0, 1.0).to(dtype)
+        if self.config.invert:
+            out = 1.0 - out
+        return out[None, None]
