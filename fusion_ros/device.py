@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fusion_ros.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "resolve_device", "resolve_dtype"]
+__all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "array_to_device", "resolve_device", "resolve_dtype"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
@@ -42,3 +43,14 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if name != "fp32" and device.type == "cpu":
         raise ConfigError(f"precision {name} needs a CUDA device; use fp32 (or auto) on CPU")
     return _DTYPES[name]
+
+
+def array_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array as a tensor on ``device``, sharing memory on CPU where it can.
+
+    Read-only arrays (decoded ROS messages, Pillow images) are copied once first (tens of
+    microseconds for a frame): torch would otherwise share memory it may not write.
+    """
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, order="C", copy=True)
+    return torch.from_numpy(array).to(device)

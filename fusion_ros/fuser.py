@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fusion_ros.color import luma, replace_luma
-from fusion_ros.device import resolve_device, resolve_dtype
+from fusion_ros.device import array_to_device, resolve_device, resolve_dtype
 from fusion_ros.errors import InputError, MethodUnavailableError
 from fusion_ros.methods.base import FusionMethod
 from fusion_ros.options import build_options
@@ -158,7 +158,7 @@ class Fuser:
         thermal = _check_thermal(thermal)
         _check_visible(visible)
         ir = self.thermal(thermal, self.device, self.dtype)
-        vis = torch.from_numpy(np.ascontiguousarray(visible)).to(self.device)
+        vis = array_to_device(visible, self.device)
         vis = vis.reshape(vis.shape[0], vis.shape[1], -1).permute(2, 0, 1)[None]  # (1,C,H,W) uint8
         out = self.fuse_tensor(ir, vis.to(self.dtype).div_(255.0))
         out = out.mul_(255.0).round_().to(torch.uint8)[0].permute(1, 2, 0)

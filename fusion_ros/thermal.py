@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fusion_ros.device import array_to_device
 from fusion_ros.errors import ConfigError, InputError
 
 __all__ = ["THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
@@ -88,7 +89,7 @@ class ThermalNormalizer:
 
     def __call__(self, thermal: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Normalise one (H,W) thermal array; returns (1,1,H,W) on ``device`` in [0,1], NaN → 0 (coldest)."""
-        t = torch.from_numpy(np.ascontiguousarray(thermal)).to(device)
+        t = array_to_device(thermal, device)
         if thermal.dtype == np.uint8 and self.config.mode == "auto":
             out = t.to(dtype).div_(255.0)
         else:

@@ -1,0 +1,88 @@
+"""`fusion-ros` CLI: fuse files, list methods, one-line errors with exit code 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion_ros.cli import main
+from fusion_ros.imageio import read_image, write_image
+from fusion_ros.registry import list_methods
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    ir = tmp_path / "ir.png"
+    vis = tmp_path / "vis.png"
+    write_image(ir, rng.integers(20000, 30000, (37, 53), dtype=np.uint16))
+    write_image(vis, rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    return ir, vis
+
+
+def test_fuse_writes_image_like_visible(pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out" / "fused.png"
+    assert main(["fuse", "--ir", str(pair[0]), "--vis", str(pair[1]), "-o", str(out), "--device", "cpu", "--opt", "levels=3"]) == 0
+    fused = read_image(out)
+    assert fused.shape == (37, 53, 3) and fused.dtype == np.uint8
+    assert "pyramid on cpu" in capsys.readouterr().out
+
+
+def test_sixteen_bit_thermal_file_round_trips(tmp_path: Path) -> None:
+    data = np.array([[0, 1000], [40000, 65535]], np.uint16)
+    write_image(tmp_path / "t.png", data)
+    np.testing.assert_array_equal(read_image(tmp_path / "t.png"), data)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "bogus"], "unknown method 'bogus'; valid methods: pyramid"),
+        (["--opt", "levels"], "--opt expects NAME=VALUE"),
+        (["--opt", "nope=1"], "unknown option(s) nope for method 'pyramid'; valid: levels"),
+        (["--opt", "levels=99"], "option pyramid.levels: 99 is outside [1, 10]"),
+        (["--opt", "levels=abc"], "option pyramid.levels: 'abc' is not a valid int"),
+        (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+        (["--precision", "fp16", "--device", "cpu"], "precision fp16 needs a CUDA device"),
+    ],
+)
+def test_errors_are_one_line(pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code = main(["fuse", "--ir", str(pair[0]), "--vis", str(pair[1]), "-o", str(tmp_path / "o.png"), *argv])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["fuse", "--ir", str(tmp_path / "none.png"), "--vis", str(bad), "-o", str(tmp_path / "o.png")]) == 1
+    assert "image file not found" in capsys.readouterr().err
+    assert main(["fuse", "--ir", str(bad), "--vis", str(bad), "-o", str(tmp_path / "o.png")]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_methods_table_lists_default_and_availability(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["methods", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("pyramid (default)")
+    for row in list_methods(tmp_path):
+        assert row.name in out
+        if row.needs_weights:
+            # an empty weights folder: every network method says which file to put where
+            assert not row.available and str(tmp_path) in row.reason
+            assert row.reason in out
+        else:
+            assert row.available
+
+
+def test_unavailable_method_error_names_the_file(pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    needing = [r for r in list_methods(tmp_path) if r.needs_weights]
+    if not needing:
+        pytest.skip("no network method registered yet")
+    row = needing[0]
+    code = main(["fuse", "--ir", str(pair[0]), "--vis", str(pair[1]), "-o", str(tmp_path / "o.png"), "--method", row.name, "--weights-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"method {row.name!r} is unavailable" in err and str(tmp_path) in err
