@@ -155,3 +155,13 @@ def test_bad_inputs_raise_input_error(ir: np.ndarray, vis: np.ndarray, match: st
 def test_luma_is_bt601() -> None:
     rgb = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
     assert abs(float(luma(rgb)) - 0.299) < 1e-6
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 9), (64, 80)])
+def test_laplacian_pyramid_reconstructs_exactly(size: tuple[int, int]) -> None:
+    from fusion_ros.methods.classical import laplacian_pyramid, reconstruct
+
+    x = torch.rand(2, 1, *size)
+    bands = laplacian_pyramid(x, 5)
+    torch.testing.assert_close(reconstruct(bands), x)
+    assert bands[-1].shape[-1] >= 1
