@@ -27,6 +27,7 @@ demo: $(PKG)
 	$(VENV)/bin/fusion-ros demo
 
 test: $(PKG)
+	sh test/browser_setup.sh
 	$(PY) -m pytest -q test
 
 bench: $(PKG)

@@ -1,0 +1,498 @@
+"""rosbag2 files with thermal + RGB images, read and written through ``rosbags`` (no rclpy, no rosbag2).
+
+rosbag2 is not installable from PyPI, but ``rosbags`` writes and reads the same files (sqlite3
+``.db3`` and MCAP, metadata version 9), so users can ``ros2 bag play`` what this module writes and
+process what ``ros2 bag record`` wrote. Messages stay in their CDR bytes until someone needs the
+pixels: copying a topic or replaying it never decodes it.
+
+:func:`process_bag` is the offline counterpart of the node: it pairs the two image topics with the
+same :class:`~fusion_ros.sync.ApproximateTimeSynchronizer`, but fuses *every* pair (no latest-wins
+dropping, since nothing has to keep up with a live camera), in batches, and writes the fused topic
+with the RGB message's header and encoding, as the node publishes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion_ros.errors import ConfigError, FusionError, InputError
+from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.ros.convert import VisibleImage, encode_visible, thermal_from_msg, visible_from_msg
+from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer
+
+__all__ = [
+    "DEFAULT_FUSED_TOPIC",
+    "DEFAULT_RGB_TOPIC",
+    "DEFAULT_THERMAL_TOPIC",
+    "IMAGE_MSGTYPE",
+    "RGB_FRAME_ID",
+    "STORAGES",
+    "THERMAL_FRAME_ID",
+    "BagMessage",
+    "ProcessStats",
+    "bag_topics",
+    "cdr_header",
+    "deserialize",
+    "expected_pairs",
+    "header_stamp_ns",
+    "image_message",
+    "process_bag",
+    "read_messages",
+    "serialize_image",
+    "stamp_ns",
+    "write_bag",
+    "write_scene_bag",
+]
+
+IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+#: The node's input and output topics with no namespace, as bags of this project name them.
+DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
+DEFAULT_RGB_TOPIC = "/rgb/image_raw"
+DEFAULT_FUSED_TOPIC = "/fused/image_raw"
+#: Optical frames of the synthetic rig (REP 103 naming); the fused image keeps the RGB one.
+THERMAL_FRAME_ID = "thermal_camera_optical_frame"
+RGB_FRAME_ID = "rgb_camera_optical_frame"
+#: rosbag2 storage plugins ``rosbags`` writes; ``ros2 bag`` reads both (mcap is the default since Iron).
+STORAGES = ("sqlite3", "mcap")
+_BAG_VERSION = 9  # rosbag2 metadata version of Jazzy/Kilted
+
+
+@lru_cache(maxsize=1)
+def _typestore() -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def _storage_plugin(storage: str) -> Any:
+    from rosbags.rosbag2 import StoragePlugin
+
+    if storage not in STORAGES:
+        raise ConfigError(f"bag storage must be one of {', '.join(STORAGES)}, not {storage!r}")
+    return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One recorded message, still serialized: ``log_time_ns`` is when it was recorded."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    raw: bytes
+
+    def decode(self) -> Any:
+        """The message as a ``rosbags`` dataclass (fields as in rclpy; ``data`` is an ndarray)."""
+        return deserialize(self.raw, self.msgtype)
+
+
+def deserialize(raw: bytes | memoryview, msgtype: str) -> Any:
+    """CDR bytes (with their 4-byte encapsulation header, as rclpy and rosbag2 store them) → message."""
+    try:
+        return _typestore().deserialize_cdr(raw, msgtype)
+    except Exception as err:  # rosbags raises plain exceptions (struct.error, IndexError, ...)
+        raise InputError(f"cannot deserialize a {msgtype} message ({len(raw)} bytes): {err}") from None
+
+
+def stamp_ns(msg: Any) -> int:
+    """``header.stamp`` in integer nanoseconds (what the synchronizer compares)."""
+    return header_stamp_ns(msg.header)
+
+
+def header_stamp_ns(header: Any) -> int:
+    """A ``std_msgs/Header``'s stamp in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
+    """``(stamp_ns, frame_id)`` of a serialized message that starts with a ``std_msgs/Header``,
+    read from the CDR bytes without deserializing the rest (an image is megabytes)."""
+    buf = bytes(raw[:16])
+    if len(buf) < 16 or buf[0] != 0 or buf[1] not in (0, 1):
+        raise InputError(f"not a CDR message with a header ({len(raw)} bytes)")
+    order = "<" if buf[1] == 1 else ">"
+    sec, nanosec, length = struct.unpack_from(f"{order}iII", buf, 4)
+    frame = bytes(raw[16 : 16 + length])
+    if len(frame) != length or length == 0:
+        raise InputError(f"CDR header frame_id of {length} bytes does not fit a {len(raw)}-byte message")
+    return sec * 1_000_000_000 + nanosec, frame[:-1].decode("utf-8", errors="replace")
+
+
+def image_message(
+    array: np.ndarray, stamp: int, frame_id: str, encoding: str | None = None, header: Any | None = None
+) -> Any:
+    """A ``sensor_msgs/Image`` (rosbags dataclass) holding ``array`` (little-endian, no padding).
+
+    ``encoding`` defaults by dtype and shape: uint8 (H,W,3) → rgb8, (H,W) uint8 → mono8, uint16 →
+    mono16, float32 → 32FC1. ``header`` (a rosbags Header) is reused as-is when given.
+    """
+    ts = _typestore()
+    arr = np.ascontiguousarray(array)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    defaults = {("u1", 3): "rgb8", ("u1", 1): "mono8", ("u2", 1): "mono16", ("f4", 1): "32FC1", ("u1", 4): "rgba8"}
+    channels = 1 if arr.ndim == 2 else int(arr.shape[2])
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise InputError(f"an image message needs a non-empty (H,W) or (H,W,C) array, got shape {arr.shape}")
+    if encoding is None:
+        encoding = defaults.get((arr.dtype.str[1:], channels))
+        if encoding is None:
+            raise InputError(f"no sensor_msgs encoding for a {arr.dtype} array with {channels} channels")
+    if header is None:
+        Time = ts.types["builtin_interfaces/msg/Time"]
+        Header = ts.types["std_msgs/msg/Header"]
+        header = Header(stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
+    Image = ts.types[IMAGE_MSGTYPE]
+    height, width = arr.shape[:2]
+    return Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels * arr.dtype.itemsize,
+        data=arr.reshape(-1).view(np.uint8),
+    )
+
+
+def serialize_image(array: np.ndarray, stamp: int, frame_id: str, encoding: str | None = None) -> bytes:
+    """CDR bytes of :func:`image_message` — what rclpy publishes and rosbag2 records."""
+    return bytes(_typestore().serialize_cdr(image_message(array, stamp, frame_id, encoding), IMAGE_MSGTYPE))
+
+
+def write_bag(path: str | Path, messages: Iterable[BagMessage], storage: str = "sqlite3", overwrite: bool = False) -> int:
+    """Write serialized messages (connections created per topic on first sight); returns how many.
+
+    ``path`` is the bag folder (rosbag2 layout: ``metadata.yaml`` + storage file); it must not
+    exist unless ``overwrite``.
+    """
+    from rosbags.rosbag2 import Writer, WriterError
+
+    path = Path(path)
+    _prepare_output(path, overwrite)
+    count = 0
+    try:
+        with Writer(path, version=_BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
+            connections: dict[str, Any] = {}
+            for m in messages:
+                conn = connections.get(m.topic)
+                if conn is None:
+                    conn = connections[m.topic] = writer.add_connection(m.topic, m.msgtype, typestore=_typestore())
+                writer.write(conn, m.log_time_ns, m.raw)
+                count += 1
+    except WriterError as err:
+        raise FusionError(f"cannot write bag {path}: {err}") from None
+    return count
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if path.exists():
+        if not overwrite:
+            raise ConfigError(f"output bag {path} already exists (remove it or pass overwrite)")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def write_scene_bag(
+    path: str | Path,
+    frames: Iterable[tuple[int, str, np.ndarray]],
+    storage: str = "sqlite3",
+    thermal_topic: str = DEFAULT_THERMAL_TOPIC,
+    rgb_topic: str = DEFAULT_RGB_TOPIC,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Record ``(stamp_ns, "thermal"|"rgb", array)`` frames (e.g. :func:`fusion_ros.scenes.stream`) as images.
+
+    Log time = header stamp, as if a recorder on the camera host had received each frame at once.
+    Returns the number of messages per topic.
+    """
+    topics = {THERMAL: (thermal_topic, THERMAL_FRAME_ID), RGB: (rgb_topic, RGB_FRAME_ID)}
+    counts = {thermal_topic: 0, rgb_topic: 0}
+
+    def messages() -> Iterator[BagMessage]:
+        for stamp, kind, array in frames:
+            if kind not in topics:
+                raise ConfigError(f"frame kind must be {THERMAL!r} or {RGB!r}, not {kind!r}")
+            topic, frame_id = topics[kind]
+            counts[topic] += 1
+            yield BagMessage(topic, IMAGE_MSGTYPE, stamp, serialize_image(array, stamp, frame_id))
+
+    write_bag(path, messages(), storage, overwrite)
+    return counts
+
+
+def _open_reader(path: str | Path) -> Any:
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise ConfigError(f"{path} is not a rosbag2 folder (no metadata.yaml)")
+    return Reader(path)
+
+
+def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """``{topic: (msgtype, message count)}`` of a bag."""
+    from rosbags.rosbag2 import ReaderError
+
+    try:
+        with _open_reader(path) as reader:
+            return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
+    except ReaderError as err:
+        raise FusionError(f"cannot read bag {path}: {err}") from None
+
+
+def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    """The bag's messages in recording order, still serialized; ``topics`` filters (None = all)."""
+    from rosbags.rosbag2 import ReaderError
+
+    try:
+        with _open_reader(path) as reader:
+            wanted = set(topics) if topics is not None else None
+            conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+            if wanted is not None:
+                missing = wanted - {c.topic for c in conns}
+                if missing:
+                    have = ", ".join(sorted(reader.topics)) or "none"
+                    raise ConfigError(f"bag {path} has no topic {', '.join(sorted(missing))} (topics: {have})")
+            for conn, log_time, raw in reader.messages(connections=conns):
+                yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(raw))
+    except ReaderError as err:
+        raise FusionError(f"cannot read bag {path}: {err}") from None
+
+
+def expected_pairs(
+    path: str | Path,
+    thermal_topic: str = DEFAULT_THERMAL_TOPIC,
+    rgb_topic: str = DEFAULT_RGB_TOPIC,
+    slop_s: float = 0.05,
+    queue_size: int = 100,
+) -> list[tuple[int, int]]:
+    """``(thermal_stamp_ns, rgb_stamp_ns)`` of every pair the synchronizer makes from the bag in
+    recording order — what a node that never drops a pair publishes once per loop."""
+    sync: ApproximateTimeSynchronizer[None] = ApproximateTimeSynchronizer(queue_size, slop_s)
+    out: list[tuple[int, int]] = []
+    for m in read_messages(path, [thermal_topic, rgb_topic]):
+        stream = THERMAL if m.topic == thermal_topic else RGB
+        for pair in sync.add(stream, stamp_ns(m.decode()), None):
+            out.append((pair.thermal_stamp_ns, pair.rgb_stamp_ns))
+    return out
+
+
+@dataclass
+class ProcessStats:
+    """What :func:`process_bag` did."""
+
+    pairs: int = 0
+    fused: int = 0
+    thermal_messages: int = 0
+    rgb_messages: int = 0
+    copied: int = 0
+    bad_messages: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A pair waiting for its batch; ``raw`` filled once fused."""
+
+    log_time_ns: int
+    thermal: np.ndarray
+    visible: VisibleImage
+    header: Any
+    raw: bytes | None = None
+
+
+def _fuse_batch(fuser: Any, batch: list[_Pending]) -> list[np.ndarray]:
+    """Fuse pairs of equal size in one :meth:`Fuser.fuse_tensor` call (thermal windows in order)."""
+    import torch
+
+    if len(batch) == 1:
+        return [fuser(batch[0].thermal, batch[0].visible.rgb)]
+    with torch.inference_mode():
+        ir = torch.cat([fuser.thermal(p.thermal, fuser.device, fuser.dtype) for p in batch])
+        vis = torch.from_numpy(np.stack([p.visible.rgb for p in batch]))
+        vis = vis.reshape(*vis.shape[:3], -1).permute(0, 3, 1, 2)  # (B,C,H,W) uint8
+        out = fuser.fuse_tensor(ir, vis.to(fuser.device, fuser.dtype).div_(255.0))
+        out = out.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B,H,W,C)
+    return [o.reshape(p.visible.rgb.shape) for o, p in zip(out, batch)]
+
+
+def process_bag(
+    in_path: str | Path,
+    out_path: str | Path,
+    method: str = DEFAULT_METHOD,
+    *,
+    fuser: Any | None = None,
+    fuser_kwargs: dict[str, Any] | None = None,
+    thermal_topic: str = DEFAULT_THERMAL_TOPIC,
+    rgb_topic: str = DEFAULT_RGB_TOPIC,
+    fused_topic: str = DEFAULT_FUSED_TOPIC,
+    storage: str | None = None,
+    copy_inputs: bool = False,
+    batch_size: int = 8,
+    slop_s: float = 0.05,
+    queue_size: int = 100,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_fused: Callable[[np.ndarray, np.ndarray, np.ndarray, int], None] | None = None,
+) -> ProcessStats:
+    """Fuse every synchronized thermal/RGB pair of a bag into a new bag.
+
+    Args:
+        in_path: input bag folder (sqlite3 or MCAP).
+        out_path: output bag folder (must not exist unless ``overwrite``).
+        method: fusion method, used when no ``fuser`` is given.
+        fuser: a ready :class:`~fusion_ros.fuser.Fuser` (its thermal window state carries on).
+        fuser_kwargs: extra :class:`~fusion_ros.fuser.Fuser` arguments (device, options, thermal, homography...).
+        thermal_topic, rgb_topic: ``sensor_msgs/Image`` input topics.
+        fused_topic: output topic; each message has the RGB message's header and encoding.
+        storage: output storage, default the input's.
+        copy_inputs: also copy every input message (all topics) into the output bag.
+        batch_size: pairs of equal size fused per call (bigger = faster on a GPU, more memory).
+        slop_s, queue_size: synchronizer settings, as the node's ``sync.slop`` / ``sync.queue_size``.
+        overwrite: replace an existing output bag.
+        progress: tqdm progress bar on stderr.
+        on_fused: called with ``(thermal, rgb, fused, rgb_stamp_ns)`` per fused pair (previews).
+
+    A fused message is logged at the recording time of the message that completed its pair, so
+    ``ros2 bag play`` of the output replays it when a live node could first have published it.
+    Undecodable messages are counted in ``bad_messages`` (first few reasons in ``errors``) and skipped.
+    """
+    from rosbags.rosbag2 import Writer, WriterError
+    from tqdm import tqdm
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    topics = bag_topics(in_path)
+    for topic in (thermal_topic, rgb_topic):
+        if topic not in topics:
+            have = ", ".join(f"{t} ({ty})" for t, (ty, _) in sorted(topics.items())) or "none"
+            raise ConfigError(f"bag {in_path} has no topic {topic} (topics: {have})")
+        if topics[topic][0] != IMAGE_MSGTYPE:
+            raise ConfigError(f"topic {topic} is {topics[topic][0]}, expected {IMAGE_MSGTYPE}")
+    if fused_topic in topics and copy_inputs:
+        raise ConfigError(f"input bag already has {fused_topic}; choose another fused topic")
+    if storage is None:
+        storage = _input_storage(in_path)
+    if fuser is None:
+        from fusion_ros.fuser import Fuser
+
+        fuser = Fuser(method, **(fuser_kwargs or {}))
+    sync: ApproximateTimeSynchronizer[tuple[int, Any]] = ApproximateTimeSynchronizer(queue_size, slop_s)
+    stats = ProcessStats()
+    total = sum(n for t, (_, n) in topics.items() if copy_inputs or t in (thermal_topic, rgb_topic))
+    _prepare_output(out_path, overwrite)
+    # Output events in recording order: copied inputs and fused pairs (filled in per batch).
+    events: list[BagMessage | _Pending] = []
+    batch: list[_Pending] = []
+
+    def flush(writer: Any, conns: dict[str, Any]) -> None:
+        if batch:
+            for group in _same_size_groups(batch):
+                for p, fused in zip(group, _fuse_batch(fuser, group)):
+                    enc = encode_visible(fused, p.visible)
+                    msg = _typestore().types[IMAGE_MSGTYPE](
+                        header=p.header, height=enc.height, width=enc.width, encoding=enc.encoding,
+                        is_bigendian=0, step=enc.step, data=enc.data,
+                    )
+                    p.raw = bytes(_typestore().serialize_cdr(msg, IMAGE_MSGTYPE))
+                    stats.fused += 1
+                    if on_fused is not None:
+                        on_fused(p.thermal, p.visible.rgb, fused, header_stamp_ns(p.header))
+            batch.clear()
+        for ev in events:
+            if isinstance(ev, _Pending):
+                if fused_topic not in conns:
+                    conns[fused_topic] = writer.add_connection(fused_topic, IMAGE_MSGTYPE, typestore=_typestore())
+                writer.write(conns[fused_topic], ev.log_time_ns, ev.raw)
+            else:
+                writer.write(conns[ev.topic], ev.log_time_ns, ev.raw)
+        events.clear()
+
+    try:
+        with Writer(out_path, version=_BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
+            conns: dict[str, Any] = {}
+            if copy_inputs:
+                for topic, (msgtype, _) in topics.items():
+                    conns[topic] = writer.add_connection(topic, msgtype, typestore=_typestore())
+            wanted = None if copy_inputs else [thermal_topic, rgb_topic]
+            with tqdm(total=total, unit="msg", desc=f"fusing ({fuser.method_name})", disable=not progress) as bar:
+                for m in read_messages(in_path, wanted):
+                    bar.update(1)
+                    if copy_inputs:
+                        events.append(m)
+                        stats.copied += 1
+                    if m.topic not in (thermal_topic, rgb_topic):
+                        continue
+                    stream = THERMAL if m.topic == thermal_topic else RGB
+                    try:
+                        msg = m.decode()
+                        data = thermal_from_msg(msg) if stream == THERMAL else visible_from_msg(msg)
+                    except InputError as err:
+                        stats.bad_messages += 1
+                        if len(stats.errors) < 5:
+                            stats.errors.append(f"{m.topic} at {m.log_time_ns}: {err}")
+                        continue
+                    if stream == THERMAL:
+                        stats.thermal_messages += 1
+                    else:
+                        stats.rgb_messages += 1
+                    for pair in sync.add(stream, stamp_ns(msg), (m.log_time_ns, (msg, data))):
+                        rgb_msg, visible = pair.rgb[1]
+                        _, thermal = pair.thermal[1]
+                        pending = _Pending(m.log_time_ns, thermal, visible, rgb_msg.header)
+                        events.append(pending)
+                        batch.append(pending)
+                        stats.pairs += 1
+                    if len(batch) >= batch_size:
+                        flush(writer, conns)
+                flush(writer, conns)
+    except WriterError as err:
+        raise FusionError(f"cannot write bag {out_path}: {err}") from None
+    counts = sync.counts()
+    stats.dropped = {reason: counts.total(reason) for reason in counts.dropped if counts.total(reason)}
+    left = sum(sync.queued().values())
+    if left:
+        stats.dropped["unpaired_at_end"] = left
+    return stats
+
+
+def _same_size_groups(batch: list[_Pending]) -> Iterator[list[_Pending]]:
+    """Consecutive runs of pairs whose thermal and RGB shapes match (one tensor batch each)."""
+    group: list[_Pending] = []
+    for p in batch:
+        if group and (p.thermal.shape, p.visible.rgb.shape, p.thermal.dtype) != (
+            group[0].thermal.shape,
+            group[0].visible.rgb.shape,
+            group[0].thermal.dtype,
+        ):
+            yield group
+            group = []
+        group.append(p)
+    if group:
+        yield group
+
+
+def _input_storage(path: Path) -> str:
+    """``sqlite3`` or ``mcap``, from the bag's metadata."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((path / "metadata.yaml").read_text())
+        ident = meta["rosbag2_bagfile_information"]["storage_identifier"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise FusionError(f"cannot read {path / 'metadata.yaml'}: {err}") from None
+    return "mcap" if ident == "mcap" else "sqlite3"

@@ -1,0 +1,65 @@
+"""``fusion-ros replay``: publish a bag's topics with their recorded timing (``ros2 bag play`` for pip installs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fusion_ros.errors import ConfigError
+
+NAME = "replay"
+HELP = "publish a rosbag2's topics with their recorded timing (for installs without ros2 bag)"
+
+
+def _remap(text: str) -> tuple[str, str]:
+    src, sep, dst = text.partition(":=")
+    if not sep or not src or not dst:
+        raise argparse.ArgumentTypeError(f"--remap expects FROM:=TO, got {text!r}")
+    return src, dst
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", type=Path, metavar="BAG", help="bag folder (sqlite3 or MCAP, the one with metadata.yaml)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--loop", type=int, default=1, metavar="N",
+                        help="play N times back to back, stamps unchanged (0 = until Ctrl-C; default 1)")
+    parser.add_argument("--topic", action="append", dest="topics", metavar="TOPIC", help="play only this topic (repeatable; default all)")
+    parser.add_argument("--remap", action="append", type=_remap, default=[], metavar="FROM:=TO", help="publish a bag topic under another name")
+    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
+                        help="before playing, wait up to SECONDS until every played topic has a subscriber")
+    parser.add_argument("--best-effort", action="store_true",
+                        help="best-effort publishers (default reliable, which also reaches best-effort subscribers)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from fusion_ros.ros.playback import BagPlayer
+
+    if args.rate <= 0:
+        raise ConfigError(f"--rate must be > 0, got {args.rate}")
+    if args.loop < 0:
+        raise ConfigError(f"--loop must be >= 0, got {args.loop}")
+    fastdds = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") == "rmw_fastrtps_cpp"
+    if fastdds and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+        print("note: FASTDDS_DEFAULT_PROFILES_FILE is not set; large images may not reach other processes "
+              "(use the package's config/fastdds_shm.xml)", file=sys.stderr)
+    with rclpy.init():
+        node = rclpy.create_node("fusion_ros_replay")
+        try:
+            player = BagPlayer(node, args.bag, args.topics, dict(args.remap), reliable=not args.best_effort)
+            if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
+                missing = [t for t, n in player.subscriber_counts().items() if n == 0]
+                print(f"warning: no subscriber on {', '.join(missing)} after {args.wait_for_subscribers:g} s; playing anyway",
+                      file=sys.stderr)
+            stats = player.play(rate=args.rate, loops=args.loop)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            return 130
+        finally:
+            node.destroy_node()
+    counts = ", ".join(f"{t} {n}" for t, n in stats.published.items())
+    print(f"published {sum(stats.published.values())} messages in {stats.loops} loop(s): {counts}")
+    return 0
