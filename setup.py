@@ -23,7 +23,7 @@ setup(
         (f"lib/{PACKAGE}", glob("resource/lib/*")),
     ],
     install_requires=["numpy", "scipy", "pillow", "PyYAML", "tqdm", "safetensors", "torch", "rosbags", "matplotlib"],
-    extras_require={"fusioninv": ["diffusers", "transformers"]},
+    extras_require={"fusioninv": ["diffusers", "transformers"], "ui": ["streamlit"]},
     zip_safe=True,
     entry_points={
         "console_scripts": [
