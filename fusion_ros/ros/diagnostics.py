@@ -1,0 +1,248 @@
+"""What the node reports on ``/diagnostics``: cheap counters in the hot path, a summary once a second.
+
+The pattern is diagnostic_updater's (not installable from PyPI): callbacks and the worker only
+``tick``/``add`` into :class:`NodeStats`; a timer turns a snapshot into one
+``diagnostic_msgs/DiagnosticStatus`` — method and its state, device and precision, rates, pairs,
+drops by reason, latency percentiles and inference time — so ``rqt_runtime_monitor`` or
+``ros2 topic echo /diagnostics`` tells a user why frames are missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from fusion_ros.sync import DROP_REASONS, STREAMS, SyncCounts
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+
+__all__ = ["ERROR", "OK", "WARN", "DiagnosticsPublisher", "MethodState", "NodeStats", "RateMeter", "Samples", "Status", "summarize"]
+
+OK, WARN, ERROR = 0, 1, 2
+
+#: Seconds an error or a stalled output keeps the status at WARN after it last happened.
+_RECENT_S = 5.0
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds (monotonic clock)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._times.append(now)
+            self.total += 1
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        """Hz over the window; 0 when nothing happened in it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            n = len(self._times)
+            if n < 2:
+                return float(n) / self.window_s
+            span = max(now - self._times[0], self._times[-1] - self._times[0])
+            return (n - 1) / span if span > 0 else 0.0
+
+    def last(self) -> float | None:
+        """Monotonic time of the last tick, if any."""
+        with self._lock:
+            return self._times[-1] if self._times else None
+
+
+class Samples:
+    """The last ``size`` values of a measurement, for percentiles."""
+
+    def __init__(self, size: int = 300) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+
+    def values(self) -> list[float]:
+        """A copy of the kept values, oldest first."""
+        with self._lock:
+            return list(self._values)
+
+    def percentiles(self, *qs: float) -> tuple[float, ...] | None:
+        """The requested percentiles, or ``None`` with no samples."""
+        with self._lock:
+            if not self._values:
+                return None
+            values = np.fromiter(self._values, dtype=np.float64)
+        return tuple(float(v) for v in np.percentile(values, qs))
+
+
+class NodeStats:
+    """Counters the node's hot path updates; all thread-safe and O(1)."""
+
+    def __init__(self) -> None:
+        self.inputs = {s: RateMeter() for s in STREAMS}
+        self.pairs = RateMeter()
+        self.outputs = RateMeter()
+        #: header stamp → fused image published, in ms (ROS clock; sim time under use_sim_time).
+        self.latency_ms = Samples()
+        #: pair complete in the callback → fused image published, in ms (monotonic clock).
+        self.pipeline_ms = Samples()
+        self.inference_ms = Samples()
+        #: node code per message: decode + sync (+ hand-over) in a subscription callback, in ms.
+        self.callback_ms = Samples()
+        #: node code per fused frame: encode + message build + publish, in ms.
+        self.publish_ms = Samples()
+        self._lock = threading.Lock()
+        self.bad: dict[str, int] = {}
+        self.errors = 0
+        self.last_error = ""
+        self.last_error_time: float | None = None
+
+    def bad_input(self, where: str, message: str) -> None:
+        """Count a message that could not be used (``where``: thermal, rgb, pair)."""
+        with self._lock:
+            self.bad[where] = self.bad.get(where, 0) + 1
+            self.last_error = f"{where}: {message}"
+            self.last_error_time = time.monotonic()
+
+    def fusion_error(self, message: str) -> None:
+        """Count a pair the model failed on for another reason than its input."""
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
+            self.last_error_time = time.monotonic()
+
+
+@dataclass(frozen=True)
+class MethodState:
+    """What runs and what is being loaded, for the status line."""
+
+    method: str
+    state: str  # "ready" | "loading" | "error"
+    device: str
+    precision: str
+    loading: str = ""
+    error: str = ""
+
+
+def _ms(pcts: tuple[float, ...] | None) -> str:
+    return "n/a" if pcts is None else " / ".join(f"{v:.1f}" for v in pcts)
+
+
+Status = tuple[int, str, list[tuple[str, str]]]
+
+
+def summarize(method: MethodState, stats: NodeStats, sync: SyncCounts, queued: dict[str, int], now: float | None = None) -> Status:
+    """Level, one-line message and key/values of the node's diagnostic status.
+
+    ERROR: the method state is ``error`` (the configured method could not start). WARN: inputs
+    arrive but nothing was published for :data:`_RECENT_S` seconds, or a message or pair failed
+    recently. OK otherwise.
+    """
+    now = time.monotonic() if now is None else now
+    rates = {s: stats.inputs[s].rate(now) for s in STREAMS}
+    out_rate = stats.outputs.rate(now)
+    level, message = OK, f"{method.method} {method.state} on {method.device} {method.precision}, {out_rate:.1f} Hz out"
+    last_in = [t for t in (stats.inputs[s].last() for s in STREAMS) if t is not None]
+    last_out = stats.outputs.last()
+    if method.state == "error":
+        level, message = ERROR, method.error
+    elif last_in and max(last_in) > now - _RECENT_S and (last_out is None or last_out < now - _RECENT_S):
+        if stats.pairs.last() is None or stats.pairs.last() < now - _RECENT_S:
+            level, message = WARN, "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
+        else:
+            level, message = WARN, "pairs arrive but nothing was published in the last 5 s"
+    elif stats.last_error_time is not None and stats.last_error_time > now - _RECENT_S:
+        level, message = WARN, f"recent bad input or fusion error: {stats.last_error}"
+    if method.loading and level == OK:
+        message += f"; loading {method.loading}"
+    values: list[tuple[str, str]] = [
+        ("method", method.method),
+        ("state", method.state),
+        ("loading", method.loading or "-"),
+        ("device", method.device),
+        ("precision", method.precision),
+        ("thermal in (Hz)", f"{rates['thermal']:.2f}"),
+        ("rgb in (Hz)", f"{rates['rgb']:.2f}"),
+        ("pairs (Hz)", f"{stats.pairs.rate(now):.2f}"),
+        ("fused out (Hz)", f"{out_rate:.2f}"),
+        ("thermal received", str(sync.received.get("thermal", 0))),
+        ("rgb received", str(sync.received.get("rgb", 0))),
+        ("pairs", str(sync.pairs)),
+        ("fused", str(stats.outputs.total)),
+    ]
+    for reason in DROP_REASONS:
+        per = sync.dropped.get(reason, {})
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(per.items())) or "0"
+        values.append((f"dropped {reason}", f"{sync.total(reason)} ({detail})" if per else "0"))
+    values += [
+        ("sync resets (time jumps)", str(sync.resets)),
+        ("queued thermal / rgb", f"{queued.get('thermal', 0)} / {queued.get('rgb', 0)}"),
+        ("bad thermal messages", str(stats.bad.get("thermal", 0))),
+        ("bad rgb messages", str(stats.bad.get("rgb", 0))),
+        ("bad pairs", str(stats.bad.get("pair", 0))),
+        ("fusion errors", str(stats.errors)),
+        ("last error", stats.last_error or "-"),
+        ("latency stamp->publish p50 / p95 (ms)", _ms(stats.latency_ms.percentiles(50, 95))),
+        ("latency pair->publish p50 / p95 (ms)", _ms(stats.pipeline_ms.percentiles(50, 95))),
+        ("inference p50 / p95 (ms)", _ms(stats.inference_ms.percentiles(50, 95))),
+        ("callback p50 / p95 (ms)", _ms(stats.callback_ms.percentiles(50, 95))),
+        ("encode+publish p50 / p95 (ms)", _ms(stats.publish_ms.percentiles(50, 95))),
+    ]
+    return level, message, values
+
+
+class DiagnosticsPublisher:
+    """Publishes ``collect()`` as a ``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics`` every ``period_s``."""
+
+    def __init__(
+        self,
+        node: Node,
+        collect: Callable[[], Status],
+        period_s: float = 1.0,
+        hardware_id: Callable[[], str] = lambda: "",
+    ) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._node = node
+        self._collect = collect
+        self._hardware_id = hardware_id
+        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def publish(self) -> None:
+        """Build and publish one status now."""
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        level, message, values = self._collect()
+        status = DiagnosticStatus()
+        status.level = bytes([level])
+        status.name = f"{self._node.get_name()}: fusion"
+        status.message = message
+        status.hardware_id = self._hardware_id()
+        status.values = [KeyValue(key=k, value=v) for k, v in values]
+        array = DiagnosticArray()
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        array.status = [status]
+        self._pub.publish(array)
+
+    def destroy(self) -> None:
+        self._node.destroy_timer(self._timer)
+        self._node.destroy_publisher(self._pub)
+

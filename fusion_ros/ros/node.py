@@ -1,0 +1,426 @@
+"""``fusion_node``: synchronized thermal + RGB in, a visible-style fused image out.
+
+Topics (relative, remap them): subscribes ``thermal/image_raw`` and ``rgb/image_raw`` (or
+``rgb/image_raw/compressed`` with ``rgb.transport: compressed``) and ``rgb/camera_info``;
+publishes ``fused/image_raw`` with the RGB message's header, size and encoding — so an RGB
+detector subscribes to it unchanged — and ``fused/camera_info`` (the RGB camera_info, restamped)
+when the RGB camera publishes one; plus ``/diagnostics``.
+
+Threads: the executor runs the subscription callbacks, which only decode (zero-copy), pair
+(:class:`~fusion_ros.sync.ApproximateTimeSynchronizer`) and offer the newest pair to the
+:class:`~fusion_ros.ros.worker.FusionWorker`; the worker fuses, encodes and publishes; a loader
+thread builds a newly requested method. Parameter callbacks only validate, so ``ros2 param set``
+(which waits without a timeout) returns at once.
+"""
+
+from __future__ import annotations
+
+import array
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from fusion_ros.errors import FusionError, InputError
+from fusion_ros.fuser import Fuser
+from fusion_ros.registration import Registration
+from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.ros.convert import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
+from fusion_ros.ros.diagnostics import DiagnosticsPublisher, MethodState, NodeStats, summarize
+from fusion_ros.ros.params import FuserConfig, ParamSpec, config_from_values, parameter_table
+from fusion_ros.ros.worker import FusionWorker
+from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer
+from fusion_ros.thermal import ThermalNormalizer
+
+__all__ = ["FusionNode", "Job", "main"]
+
+_DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+#: Parameters whose change needs a new model (plus the running method's ``<method>.<option>``).
+_BUILD_PARAMS = ("method", "device", "precision", "weights_dir")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One synchronized pair on its way to the worker."""
+
+    thermal: np.ndarray
+    visible: VisibleImage | CompressedImage  # compressed RGB is decoded by the worker, only if used
+    header: Any  # the RGB message's std_msgs/Header, copied to the output
+    thermal_stamp_ns: int
+    rgb_stamp_ns: int
+    paired_at: float  # time.monotonic() when the pair completed
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(
+        name=spec.name,
+        type=Parameter.Type.from_parameter_value(spec.default).value,
+        description=spec.description,
+        additional_constraints=spec.constraint_text,
+        read_only=spec.read_only,
+        dynamic_typing=spec.numbers,
+    )
+    if spec.range is not None:
+        if isinstance(spec.default, bool):
+            pass
+        elif isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+    return desc
+
+
+def _precision_name(dtype: Any) -> str:
+    return _DTYPE_NAMES.get(str(dtype), str(dtype))
+
+
+class FusionNode(Node):
+    """The fusion node. ``kwargs`` go to :class:`rclpy.node.Node` (``context``, ``parameter_overrides``, …)."""
+
+    def __init__(self, node_name: str = "fusion_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._specs = {spec.name: spec for spec in parameter_table()}
+        for spec in self._specs.values():
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        values = self._values()
+        if values["torch_threads"] > 0:
+            torch.set_num_threads(values["torch_threads"])
+        self.stats = NodeStats()
+        self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
+            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"]
+        )
+        fuser, config, startup_error = self._build_first(values)
+        self._target = config  # what the parameters ask for (being loaded, or running)
+        self._running = config  # what the model in use was built from
+        self._resize = config.resize
+        self._state = MethodState(config.method, "error" if startup_error else "ready", str(fuser.device),
+                                  _precision_name(fuser.dtype), error=startup_error)
+        self._camera_info: CameraInfo | None = None
+        self._swap_results: deque[tuple[FuserConfig, str, str, BaseException | None]] = deque()
+        self._swap_gc = self.create_guard_condition(self._finish_swaps)
+        self.worker: FusionWorker[Fuser, Job] = FusionWorker(
+            fuser,
+            self._process,
+            on_error=self._on_worker_error,
+            on_superseded=self.sync.count_superseded,
+            on_swap=self._on_swap,
+            name=node_name,
+        )
+        del fuser
+
+        in_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=values["qos.depth"],
+            reliability=ReliabilityPolicy.RELIABLE if values["qos.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        out_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=values["output.depth"],
+            reliability=ReliabilityPolicy.RELIABLE if values["output.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos)
+        self._info_pub = self.create_publisher(CameraInfo, "fused/camera_info", out_qos)
+        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos)
+        if values["rgb.transport"] == "compressed":
+            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos)
+        else:
+            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos)
+        self.create_subscription(CameraInfo, "rgb/camera_info", self._on_camera_info, in_qos)
+
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_clock_jump,
+        )
+        self._diagnostics = DiagnosticsPublisher(
+            self, self._diagnostic_status, values["diagnostics.period"], hardware_id=lambda: self._state.device
+        )
+        self.worker.start()
+        self.get_logger().info(
+            f"fusing with {self._state.method!r} on {self._state.device} {self._state.precision}; "
+            f"sync slop {self.sync.slop_s:g} s, queue {self.sync.queue_size}"
+        )
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _values(self) -> dict[str, Any]:
+        return {name: self.get_parameter(name).value for name in self._specs}
+
+    def _build_first(self, values: dict[str, Any]) -> tuple[Fuser, FuserConfig, str]:
+        """Build the configured method; if it cannot run, the default method (same settings,
+        then all defaults), and report why. Raises only if even the defaults fail."""
+        defaults = {name: spec.default for name, spec in self._specs.items()}
+        fallback = dict(values, method=DEFAULT_METHOD, **{k: v for k, v in defaults.items() if k.startswith(f"{DEFAULT_METHOD}.")})
+        attempts = [values, fallback, defaults]
+        first_error: Exception | None = None
+        for attempt in attempts:
+            try:
+                config = config_from_values(attempt)
+                fuser = Fuser(config.method, **config.fuser_kwargs())
+            except Exception as err:  # noqa: BLE001 - any failure of the configured method falls back
+                first_error = first_error or err
+                continue
+            if first_error is None:
+                return fuser, config, ""
+            message = f"configured method {values['method']!r} cannot run: {first_error}; running {config.method!r} instead"
+            self.get_logger().error(message)
+            changed = [Parameter(k, value=v) for k, v in attempt.items() if v != values[k] and not self._specs[k].read_only]
+            self.set_parameters(changed)
+            return fuser, config, message
+        assert first_error is not None
+        raise first_error
+
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validation only (no side effects; a later callback may still reject): returns at once."""
+        values = self._values()
+        values.update({p.name: p.value for p in params})
+        try:
+            config = config_from_values(values, check_available=False)
+            if config.build_key != self._target.build_key:
+                if self.worker.loading:
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"switch to {self._target.method!r} is still loading; retry when it is done (see /diagnostics)",
+                    )
+                config_from_values(values, check_available=True)
+        except FusionError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        except Exception as err:  # noqa: BLE001 - never let a bad value crash the parameter service
+            return SetParametersResult(successful=False, reason=f"{type(err).__name__}: {err}")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        """After a successful set: apply sync settings now, reload or reconfigure the model."""
+        names = {p.name for p in params}
+        values = self._values()
+        if "sync.queue_size" in names:
+            self.sync.queue_size = values["sync.queue_size"]
+        if "sync.slop" in names:
+            self.sync.slop_s = values["sync.slop"]
+        if "sync.jump_back" in names:
+            self.sync.jump_back_s = values["sync.jump_back"]
+        config = config_from_values(values, check_available=False)
+        self._resize = config.resize
+        previous, self._target = self._target, config
+        if config.build_key != previous.build_key:
+            self._state = replace(self._state, loading=config.method)
+            self.get_logger().info(f"loading {config.method!r} on {config.device} in the background")
+            self.worker.request_swap(lambda: Fuser(config.method, **config.fuser_kwargs()), config)
+        elif (config.thermal, config.homography) != (previous.thermal, previous.homography):
+            self._reconfigure_running(config)
+
+    def _reconfigure_running(self, config: FuserConfig) -> None:
+        """Apply thermal/registration settings to the model in use, between two frames."""
+
+        def apply(fuser: Fuser) -> None:
+            if fuser.thermal.config != config.thermal:
+                fuser.thermal = ThermalNormalizer(config.thermal)
+            if fuser.registration.homography != config.homography:
+                fuser.registration = Registration(config.homography)
+
+        self.worker.call(apply)
+        self._running = replace(self._running, thermal=config.thermal, homography=config.homography, resize=config.resize)
+
+    def _on_swap(self, config: FuserConfig, fuser: Fuser | None, err: BaseException | None) -> None:
+        """Worker/loader thread: queue the outcome for the executor thread (parameters are not thread-safe)."""
+        device = str(fuser.device) if fuser is not None else ""
+        precision = _precision_name(fuser.dtype) if fuser is not None else ""
+        self._swap_results.append((config, device, precision, err))
+        self._swap_gc.trigger()
+
+    def _finish_swaps(self) -> None:
+        while self._swap_results:
+            config, device, precision, err = self._swap_results.popleft()
+            newer = self._target.build_key != config.build_key  # another switch was requested meanwhile
+            if err is None:
+                self._running = config
+                self._state = MethodState(config.method, "ready", device, precision, loading=self._target.method if newer else "")
+                self.get_logger().info(f"switched to {config.method!r} on {device} {precision}")
+                if (self._target.thermal, self._target.homography) != (config.thermal, config.homography):
+                    self._reconfigure_running(self._target)
+                continue
+            running = self._running
+            self.get_logger().error(f"loading {config.method!r} failed: {err}; keeping {running.method!r}")
+            self.stats.fusion_error(f"loading {config.method!r} failed: {err}")
+            if newer:
+                continue  # the parameters already ask for something else, which is loading
+            self._state = replace(self._state, loading="")
+            self._target = replace(self._target, method=running.method, device=running.device, precision=running.precision,
+                                   weights_dir=running.weights_dir, options=running.options)
+            revert = {"method": running.method, "device": running.device, "precision": running.precision,
+                      "weights_dir": running.weights_dir}
+            revert.update({f"{running.method}.{k}": list(v) if isinstance(v, tuple) else v for k, v in running.options.items()})
+            self.set_parameters([Parameter(k, value=v) for k, v in revert.items()])
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _bad_input(self, where: str, err: BaseException) -> None:
+        self.stats.bad_input(where, str(err))
+        self.get_logger().warning(f"dropped {where} input: {err}", throttle_duration_sec=5.0)
+
+    def _add(self, stream: str, header: Any, payload: Any) -> None:
+        for pair in self.sync.add(stream, _stamp_ns(header), (header, payload)):  # type: ignore[arg-type]
+            self.stats.pairs.tick()
+            rgb_header, visible = pair.rgb
+            job = Job(pair.thermal[1], visible, rgb_header, pair.thermal_stamp_ns, pair.rgb_stamp_ns, time.monotonic())
+            self.worker.offer(job)
+
+    def _on_thermal(self, msg: Image) -> None:
+        start = time.perf_counter()
+        self.stats.inputs[THERMAL].tick()
+        try:
+            thermal = thermal_from_msg(msg)
+        except InputError as err:
+            self._bad_input("thermal", err)
+            return
+        self._add(THERMAL, msg.header, thermal)
+        self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
+
+    def _on_rgb(self, msg: Image) -> None:
+        start = time.perf_counter()
+        self.stats.inputs[RGB].tick()
+        try:
+            visible = visible_from_msg(msg)
+        except InputError as err:
+            self._bad_input("rgb", err)
+            return
+        self._add(RGB, msg.header, visible)
+        self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
+
+    def _on_rgb_compressed(self, msg: CompressedImage) -> None:
+        start = time.perf_counter()
+        self.stats.inputs[RGB].tick()
+        self._add(RGB, msg.header, msg)
+        self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        """ROS time went back or was (de)activated (``/clock`` of a looped bag): restart pairing."""
+        self.sync.reset()
+        self.get_logger().info("clock jumped: synchronizer reset")
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def _process(self, fuser: Fuser, job: Job) -> None:
+        """Worker thread: fuse one pair and publish it."""
+        visible = job.visible
+        if isinstance(visible, CompressedImage):
+            try:
+                visible = compressed_from_msg(visible)
+            except InputError as err:
+                self._bad_input("rgb", err)
+                return
+        thermal_hw = job.thermal.shape[:2]
+        if thermal_hw != visible.rgb.shape[:2] and fuser.registration.homography is None and not self._resize:
+            raise InputError(
+                f"thermal {thermal_hw[1]}x{thermal_hw[0]} and rgb {visible.width}x{visible.height} differ and "
+                "registration.homography is the identity (set it, or registration.resize for co-aligned cameras)"
+            )
+        start = time.perf_counter()
+        fused = fuser(job.thermal, visible.rgb)
+        self.stats.inference_ms.add((time.perf_counter() - start) * 1e3)
+        self.publish_fused(job, visible, fused)
+
+    def publish_fused(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
+        """Encode ``fused`` like the RGB input and publish it (and the camera_info) with the RGB header."""
+        start = time.perf_counter()
+        encoded = encode_visible(fused, visible)
+        msg = Image()
+        msg.header = job.header
+        msg.height = encoded.height
+        msg.width = encoded.width
+        msg.encoding = encoded.encoding
+        msg.is_bigendian = 0
+        msg.step = encoded.step
+        data = array.array("B")
+        data.frombytes(encoded.data)
+        msg.data = data
+        self._fused_pub.publish(msg)
+        info = self._camera_info
+        if info is not None:
+            out = CameraInfo()
+            for name in CameraInfo.get_fields_and_field_types():
+                setattr(out, name, getattr(info, name))
+            out.header = job.header
+            self._info_pub.publish(out)
+        self.stats.publish_ms.add((time.perf_counter() - start) * 1e3)
+        self.stats.outputs.tick()
+        self.stats.pipeline_ms.add((time.monotonic() - job.paired_at) * 1e3)
+        self.stats.latency_ms.add((self.get_clock().now().nanoseconds - job.rgb_stamp_ns) / 1e6)
+
+    def _on_worker_error(self, job: Job | None, err: BaseException) -> None:
+        if isinstance(err, InputError):
+            self._bad_input("pair", err)
+        elif isinstance(err, FusionError):
+            self.stats.fusion_error(str(err))
+            self.get_logger().error(f"fusion failed: {err}", throttle_duration_sec=5.0)
+        else:
+            self.stats.fusion_error(f"{type(err).__name__}: {err}")
+            self.get_logger().error(f"unexpected {type(err).__name__} in fusion: {err}", throttle_duration_sec=5.0)
+
+    # -- diagnostics and shutdown --------------------------------------------------------------
+
+    @property
+    def method_state(self) -> MethodState:
+        """Method, state (ready/error), what is loading, device and precision now."""
+        return self._state
+
+    def _diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
+        level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued())
+        values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size))]
+        return level, message, values
+
+    def destroy_node(self) -> None:
+        """Stop the worker (after its current frame) and free the model, then destroy the node."""
+        self.worker.stop()
+        self._diagnostics.destroy()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``fusion_node`` executable (``ros2 run fusion_ros fusion_node``)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from fusion_ros.runtime import tune_malloc
+
+    tune_malloc()
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = FusionNode()
+            except FusionError as err:
+                rclpy.logging.get_logger("fusion_node").fatal(f"cannot start: {err}")
+                return 1
+            try:
+                rclpy.spin(node)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                pass
+            finally:
+                node.destroy_node()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

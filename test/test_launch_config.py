@@ -1,0 +1,151 @@
+"""launch/fuse.launch.py, config/fusion.yaml and config/fastdds_shm.xml: shape and agreement with the node.
+
+launch and launch_ros are not installable from PyPI, so the launch file is checked by its syntax
+tree (standard API only, every argument described); where they are installed it is also run.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusion_ros.ros.params import parameter_table, render_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "fuse.launch.py"
+REQUIRED_ARGS = {"method", "thermal_topic", "rgb_topic", "fused_topic", "namespace", "params_file", "device", "use_sim_time"}
+ALLOWED_IMPORTS = {"os", "ament_index_python.packages", "launch", "launch.actions", "launch.substitutions",
+                   "launch_ros.actions", "launch_ros.parameter_descriptions"}
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+
+
+def _kw(call: ast.Call, key: str):
+    for kw in call.keywords:
+        if kw.arg == key:
+            return kw.value
+    return None
+
+
+@pytest.fixture(scope="module")
+def launch_tree() -> ast.Module:
+    source = LAUNCH.read_text()
+    compile(source, str(LAUNCH), "exec")
+    return ast.parse(source)
+
+
+def test_launch_uses_only_the_standard_launch_api(launch_tree):
+    modules = set()
+    for node in ast.walk(launch_tree):
+        if isinstance(node, ast.Import):
+            modules.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module)
+    assert modules <= ALLOWED_IMPORTS, modules - ALLOWED_IMPORTS
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in launch_tree.body)
+
+
+def test_launch_arguments_are_declared_and_described(launch_tree):
+    declared = {}
+    for call in _calls(launch_tree, "DeclareLaunchArgument"):
+        name = ast.literal_eval(call.args[0])
+        declared[name] = call
+        description = _kw(call, "description")
+        assert description is not None and ast.literal_eval(description).strip(), f"{name} has no description"
+        assert _kw(call, "default_value") is not None, f"{name} has no default"
+    assert REQUIRED_ARGS <= set(declared)
+    choices = ast.literal_eval(_kw(declared["use_sim_time"], "choices"))
+    assert ast.literal_eval(_kw(declared["use_sim_time"], "default_value")) in choices
+    # every declared argument is used
+    used = {ast.literal_eval(c.args[0]) for c in _calls(launch_tree, "LaunchConfiguration")}
+    assert set(declared) <= used
+
+
+def test_launch_runs_fusion_node_with_the_shipped_config_and_profile(launch_tree):
+    (node,) = _calls(launch_tree, "Node")
+    assert ast.literal_eval(_kw(node, "package")) == "fusion_ros"
+    assert ast.literal_eval(_kw(node, "executable")) == "fusion_node"
+    assert ast.literal_eval(_kw(node, "name")) == "fusion_node"
+    remapped = {ast.literal_eval(t.elts[0]) for t in _kw(node, "remappings").elts}
+    assert {"thermal/image_raw", "rgb/image_raw", "rgb/camera_info", "fused/image_raw", "fused/camera_info"} <= remapped
+    env = {ast.literal_eval(c.args[0]) for c in _calls(launch_tree, "SetEnvironmentVariable")}
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" in env
+    joined = [ast.unparse(c) for c in _calls(launch_tree, "join")]
+    assert any("'config'" in j and "'fusion.yaml'" in j for j in joined)
+    assert any("'config'" in j and "'fastdds_shm.xml'" in j for j in joined)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None,
+    reason="launch/launch_ros are not installed (not on PyPI); the syntax checks above still ran",
+)
+def test_launch_description_builds(monkeypatch, tmp_path):
+    import ament_index_python.packages as packages
+
+    monkeypatch.setattr(packages, "get_package_share_directory", lambda pkg: str(REPO))
+    spec = importlib.util.spec_from_file_location("fuse_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    names = {a.name for a in description.get_launch_arguments()}
+    assert REQUIRED_ARGS <= names
+
+
+# -- config/fusion.yaml -------------------------------------------------------------------------
+
+
+def test_params_yaml_is_the_generated_one():
+    current = (REPO / "config" / "fusion.yaml").read_text()
+    assert current == render_yaml(), "config/fusion.yaml is stale: python -m fusion_ros.ros.params > config/fusion.yaml"
+
+
+def test_params_yaml_documents_every_parameter_with_its_default():
+    text = (REPO / "config" / "fusion.yaml").read_text()
+    params = yaml.safe_load(text)["/**/fusion_node"]["ros__parameters"]
+    lines = text.splitlines()
+    for spec in parameter_table():
+        node = params
+        *groups, leaf = spec.name.split(".")
+        for g in groups:
+            node = node[g]
+        assert node[leaf] == spec.default, spec.name
+        # the line before the value (or the comment block above it) explains it
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{leaf}:") and lines[i - 1].strip().startswith("#"))
+        assert lines[index - 1].strip().startswith("#"), spec.name
+        assert spec.description
+
+
+def test_parameter_table_is_consistent():
+    names = [s.name for s in parameter_table()]
+    assert len(names) == len(set(names))
+    for spec in parameter_table():
+        if spec.choices:
+            assert spec.default in spec.choices, spec.name
+        if spec.range:
+            assert spec.range[0] <= spec.default <= spec.range[1], spec.name
+    for required in ("method", "device", "precision", "sync.queue_size", "sync.slop", "thermal.normalization",
+                     "thermal.window", "registration.homography", "weights_dir"):
+        assert required in names
+
+
+# -- config/fastdds_shm.xml ---------------------------------------------------------------------
+
+
+def test_fastdds_profile_has_a_large_shared_memory_segment():
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(REPO / "config" / "fastdds_shm.xml").getroot()
+    transports = {t.find("d:transport_id", ns).text: t for t in root.iterfind(".//d:transport_descriptor", ns)}
+    shm = [t for t in transports.values() if t.find("d:type", ns).text == "SHM"]
+    assert len(shm) == 1 and int(shm[0].find("d:segment_size", ns).text) >= 32 * 1024 * 1024
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    used = [e.text for e in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
+    assert set(used) == set(transports) and any(transports[u].find("d:type", ns).text == "UDPv4" for u in used)
+    assert participant.find(".//d:useBuiltinTransports", ns).text == "false"

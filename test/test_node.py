@@ -1,0 +1,731 @@
+"""fusion_node through real rclpy and Fast DDS (PyPI wheels), on CPU, localhost only.
+
+One node runs in this process (with a tester node in the same context and an executor thread);
+one test runs the node and a camera simulator as two separate processes with the shipped Fast DDS
+profile. Each test process gets its own ROS domain (from its pid) so parallel runs do not mix.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+rclpy = pytest.importorskip("rclpy")
+
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import get_parameter_value  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from fusion_ros import registry  # noqa: E402
+from fusion_ros.errors import WeightsError  # noqa: E402
+from fusion_ros.fuser import Fuser  # noqa: E402
+from fusion_ros.methods.base import FusionMethod  # noqa: E402
+from fusion_ros.ros.convert import decode_visible, encode_visible  # noqa: E402
+from fusion_ros.ros.diagnostics import ERROR, summarize  # noqa: E402
+from fusion_ros.ros.node import FusionNode  # noqa: E402
+from fusion_ros.sync import SUPERSEDED  # noqa: E402
+from fusion_ros.thermal import ThermalConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAIN = 20 + (os.getpid() % 40) * 2  # this process: DOMAIN; the two-process test: DOMAIN + 1
+W, H = 64, 48
+RNG = np.random.default_rng(7)
+THERMAL16 = RNG.integers(27000, 31000, (H, W), dtype=np.uint16)
+THERMAL8 = RNG.integers(0, 256, (H, W), dtype=np.uint8)
+RGB = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+WAIT_S = 15.0
+
+
+def make_image(encoding: str, pixels: np.ndarray, stamp_ns: int, frame_id: str = "cam", step: int | None = None) -> Image:
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = pixels.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    raw = np.ascontiguousarray(pixels).view(np.uint8).reshape(pixels.shape[0], -1) if pixels.size else np.zeros((0, 0), np.uint8)
+    msg.step = step if step is not None else pixels.dtype.itemsize * int(np.prod(pixels.shape[1:]))
+    data = array.array("B")
+    data.frombytes(raw.tobytes())
+    msg.data = data
+    return msg
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def wait_until(predicate, timeout: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+class Harness:
+    """A tester node (camera publishers, fused/diagnostics subscribers, parameter clients) beside the node."""
+
+    def __init__(self, context: Context, node: FusionNode) -> None:
+        self.node = node
+        self.tester = rclpy.create_node("tester", context=context)
+        self.thermal_pub = self.tester.create_publisher(Image, "thermal/image_raw", qos_profile_sensor_data)
+        self.rgb_pub = self.tester.create_publisher(Image, "rgb/image_raw", qos_profile_sensor_data)
+        self.info_pub = self.tester.create_publisher(CameraInfo, "rgb/camera_info", qos_profile_sensor_data)
+        self.lock = threading.Lock()
+        self.fused: list[tuple[float, Image]] = []
+        self.infos: list[CameraInfo] = []
+        self.diagnostics = []
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.tester.create_subscription(Image, "fused/image_raw", self._on_fused, reliable)
+        self.tester.create_subscription(CameraInfo, "fused/camera_info", lambda m: self._append(self.infos, m), reliable)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self._append(self.diagnostics, m), 10)
+        self.set_client = self.tester.create_client(SetParameters, "/fusion_node/set_parameters")
+        self.get_client = self.tester.create_client(GetParameters, "/fusion_node/get_parameters")
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self.executor.add_node(self.tester)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="test-executor")
+        self._thread.start()
+        assert wait_until(lambda: self.thermal_pub.get_subscription_count() > 0 and self.rgb_pub.get_subscription_count() > 0)
+        assert self.set_client.wait_for_service(timeout_sec=WAIT_S)
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _append(self, target, msg) -> None:
+        with self.lock:
+            target.append(msg)
+
+    def _on_fused(self, msg: Image) -> None:
+        if len(msg.data) > 100_000:  # large frames (overload test): keep the header only, not 1 MB each
+            msg.data = array.array("B")
+        self._append(self.fused, (time.monotonic(), msg))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.executor.remove_node(self.node)
+        self.executor.remove_node(self.tester)
+        self.tester.destroy_node()
+        self.executor.shutdown(timeout_sec=1)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def publish_pair(self, stamp_ns: int, thermal: tuple[str, np.ndarray], rgb: tuple[str, np.ndarray], frame_id: str = "cam") -> None:
+        self.thermal_pub.publish(make_image(thermal[0], thermal[1], stamp_ns, "thermal_optical"))
+        self.rgb_pub.publish(make_image(rgb[0], rgb[1], stamp_ns, frame_id))
+
+    def fused_with_stamp(self, stamp_ns: int) -> Image | None:
+        with self.lock:
+            found = [m for _, m in self.fused if stamp_of(m) == stamp_ns]
+        return found[0] if found else None
+
+    def wait_fused(self, stamp_ns: int, timeout: float = WAIT_S) -> Image:
+        assert wait_until(lambda: self.fused_with_stamp(stamp_ns) is not None, timeout), f"no fused image for stamp {stamp_ns}"
+        return self.fused_with_stamp(stamp_ns)
+
+    def call(self, client, request, timeout: float = WAIT_S):
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout), "service call timed out"
+        return future.result()
+
+    def ros2_param_set(self, name: str, text: str):
+        """What `ros2 param set /fusion_node <name> <text>` sends: the value's type guessed from the text."""
+        request = SetParameters.Request()
+        request.parameters = [ParameterMsg(name=name, value=get_parameter_value(string_value=text))]
+        return self.call(self.set_client, request).results[0]
+
+    def ros2_param_get(self, name: str):
+        from rclpy.parameter import parameter_value_to_python
+
+        request = GetParameters.Request(names=[name])
+        return parameter_value_to_python(self.call(self.get_client, request).values[0])
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def ros(context):
+    from rclpy.parameter import Parameter
+
+    node = FusionNode(context=context, parameter_overrides=[Parameter("thermal.smoothing", value=0.0)])
+    harness = Harness(context, node)
+    yield harness
+    harness.close()
+    node.destroy_node()
+
+
+_stamp = [1_700_000_000 * 1_000_000_000]
+
+
+def next_stamp(step_ms: int = 100) -> int:
+    """Stamps far enough apart that consecutive test pairs never pair with each other."""
+    _stamp[0] += step_ms * 1_000_000
+    return _stamp[0]
+
+
+def expected(method: str, thermal: np.ndarray, encoding: str, rgb_msg: Image) -> np.ndarray:
+    vis = decode_visible(encoding, rgb_msg.height, rgb_msg.width, rgb_msg.step, 0, rgb_msg.data)
+    fused = Fuser(method, thermal=ThermalConfig(ema=0.0))(thermal, vis.rgb)
+    return encode_visible(fused, vis).data
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_fused_image_has_the_rgb_header_size_and_encoding(ros, encoding):
+    info = CameraInfo(width=W, height=H, distortion_model="plumb_bob")
+    info.k = [50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0]
+    ros.info_pub.publish(info)
+    assert wait_until(lambda: ros.node._camera_info is not None)
+    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}[encoding]
+    pixels = {"rgb8": RGB, "bgr8": RGB[..., ::-1], "rgba8": np.dstack([RGB, THERMAL8]), "bgra8": np.dstack([RGB[..., ::-1], THERMAL8]),
+              "mono8": RGB[..., 1]}[encoding]
+    stamp = next_stamp()
+    ros.publish_pair(stamp, ("mono16", THERMAL16), (encoding, pixels), frame_id="rgb_optical")
+    out = ros.wait_fused(stamp)
+    assert out.header.frame_id == "rgb_optical"
+    assert (out.encoding, out.width, out.height, out.step, out.is_bigendian) == (encoding, W, H, W * channels, 0)
+    assert len(out.data) == W * H * channels
+    want = expected("pyramid", THERMAL16, encoding, make_image(encoding, pixels, stamp))
+    got = np.frombuffer(out.data, np.uint8)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    if channels == 4:  # alpha copied through
+        np.testing.assert_array_equal(got.reshape(H, W, 4)[..., 3], THERMAL8)
+    assert wait_until(lambda: any(stamp_of(i) == stamp for i in list(ros.infos)))
+    info_out = [i for i in list(ros.infos) if stamp_of(i) == stamp][0]
+    assert info_out.header.frame_id == "rgb_optical" and list(info_out.k) == list(info.k)
+
+
+def test_row_padding_and_float_temperatures_with_some_nan(ros):
+    stamp = next_stamp()
+    temps = np.where(RNG.random((H, W)) < 0.05, np.nan, RNG.normal(20, 3, (H, W))).astype(np.float32)
+    ros.thermal_pub.publish(make_image("32FC1", temps, stamp))
+    ros.rgb_pub.publish(_padded_rgb(stamp))
+    out = ros.wait_fused(stamp)
+    assert (out.width, out.height, out.step) == (W, H, W * 3)
+
+
+def _padded_rgb(stamp: int) -> Image:
+    msg = make_image("rgb8", RGB, stamp)
+    rows = np.zeros((H, W * 3 + 8), np.uint8)
+    rows[:, : W * 3] = RGB.reshape(H, -1)
+    msg.step = W * 3 + 8
+    data = array.array("B")
+    data.frombytes(rows.tobytes())
+    msg.data = data
+    return msg
+
+
+def test_diagnostics_report_method_rates_and_latency(ros):
+    stamp = next_stamp()
+    ros.publish_pair(stamp, ("mono16", THERMAL16), ("rgb8", RGB))
+    ros.wait_fused(stamp)
+    n = len(ros.diagnostics)
+    assert wait_until(lambda: len(ros.diagnostics) > n + 1, 5.0)
+    status = ros.diagnostics[-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.name == "fusion_node: fusion"
+    assert values["method"] == "pyramid" and values["device"] == "cpu" and values["precision"] == "fp32"
+    assert int(values["pairs"]) >= 1 and int(values["fused"]) >= 1
+    for key in ("latency stamp->publish p50 / p95 (ms)", "inference p50 / p95 (ms)", "dropped no_partner", "dropped superseded",
+                "dropped queue_overflow", "thermal in (Hz)", "fused out (Hz)"):
+        assert key in values
+    assert values["inference p50 / p95 (ms)"] != "n/a"
+
+
+@contextmanager
+def side_node(ros: Harness, namespace: str, **overrides):
+    """A second FusionNode in its own namespace (for read-only settings), spun by the same executor."""
+    from rclpy.parameter import Parameter
+
+    node = FusionNode(context=ros.tester.context, namespace=namespace,
+                      parameter_overrides=[Parameter(k.replace("__", "."), value=v) for k, v in overrides.items()])
+    ros.executor.add_node(node)
+    try:
+        yield node
+    finally:
+        ros.executor.remove_node(node)
+        node.destroy_node()
+
+
+def test_compressed_rgb_transport(ros):
+    import io
+
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage
+
+    with side_node(ros, "comp", rgb__transport="compressed"):
+        thermal_pub = ros.tester.create_publisher(Image, "/comp/thermal/image_raw", qos_profile_sensor_data)
+        rgb_pub = ros.tester.create_publisher(CompressedImage, "/comp/rgb/image_raw/compressed", qos_profile_sensor_data)
+        got = []
+        sub = ros.tester.create_subscription(Image, "/comp/fused/image_raw", got.append, 10)
+        try:
+            assert wait_until(lambda: all(p.get_subscription_count() for p in (thermal_pub, rgb_pub)) and sub.get_publisher_count())
+            buf = io.BytesIO()
+            PILImage.fromarray(RGB).save(buf, format="PNG")
+            stamp = next_stamp()
+            msg = CompressedImage(format="bgr8; png compressed bgr8")
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            msg.header.frame_id = "rgb_optical"
+            msg.data = array.array("B", buf.getvalue())
+            thermal_pub.publish(make_image("mono16", THERMAL16, stamp))
+            rgb_pub.publish(msg)
+            assert wait_until(lambda: len(got) == 1)
+            out = got[0]
+            assert (out.encoding, out.width, out.height, out.header.frame_id, stamp_of(out)) == ("bgr8", W, H, "rgb_optical", stamp)
+            want = Fuser("pyramid", thermal=ThermalConfig(ema=0.9))(THERMAL16, RGB)[..., ::-1]
+            assert np.abs(np.frombuffer(out.data, np.uint8).reshape(H, W, 3).astype(int) - want).max() <= 1
+        finally:
+            for entity in (thermal_pub, rgb_pub):
+                ros.tester.destroy_publisher(entity)
+            ros.tester.destroy_subscription(sub)
+
+
+def test_bag_loop_and_sim_clock_jump_restart_pairing(ros):
+    """The same stamps twice (a bag played with --loop): every pair is fused on both loops;
+    a /clock jump back (use_sim_time) resets the synchronizer."""
+    base = next_stamp(10_000)
+    loop = []
+    for i in range(12):  # 1.2 s: thermal 10 Hz; RGB 30 Hz with 4 ms offset
+        loop.append(("thermal", base + i * 100_000_000))
+        for k in range(3):
+            loop.append(("rgb", base + i * 100_000_000 + k * 33_333_333 + 4_000_000))
+    loop.sort(key=lambda e: e[1])
+    before = ros.node.sync.counts()
+    first = len(ros.fused)
+    for _ in range(2):
+        for stream, stamp in loop:
+            if stream == "thermal":
+                ros.thermal_pub.publish(make_image("mono8", THERMAL8, stamp))
+            else:
+                ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
+            time.sleep(0.008)
+    assert wait_until(lambda: ros.node.sync.counts().pairs - before.pairs >= 24 and not ros.node.worker.busy)
+    time.sleep(0.1)
+    after = ros.node.sync.counts()
+    assert after.resets == before.resets + 1
+    # 12 thermal frames per loop, each with its nearest RGB frame, on both loops
+    assert after.pairs - before.pairs == 24
+    fused = [stamp_of(m) for _, m in ros.fused[first:]]
+    superseded = after.total(SUPERSEDED) - before.total(SUPERSEDED)
+    assert len(fused) + superseded == 24
+    expected_rgb = {stamp for stream, stamp in loop if stream == "rgb" and (stamp - base) % 100_000_000 == 4_000_000}
+    assert set(fused) <= expected_rgb
+    if superseded == 0:  # the usual case: the model keeps up with 10 pairs/s
+        assert sorted(fused) == sorted(list(expected_rgb) * 2)
+
+    with side_node(ros, "sim", use_sim_time=True) as node:
+        clock_pub = ros.tester.create_publisher(Clock, "/clock", 10)
+        try:
+            assert wait_until(lambda: clock_pub.get_subscription_count() > 0)
+            resets = node.sync.counts().resets
+            for sec in (100, 101, 50):
+                msg = Clock()
+                msg.clock.sec = sec
+                clock_pub.publish(msg)
+                time.sleep(0.1)
+            assert wait_until(lambda: node.sync.counts().resets > resets)
+        finally:
+            ros.tester.destroy_publisher(clock_pub)
+
+
+# -- parameters, exactly as `ros2 param set` sends them ---------------------------------------
+
+
+class _StreamThread:
+    """Publishes the same mono8/rgb8 pair at ~30 Hz with increasing stamps until stopped."""
+
+    def __init__(self, ros: Harness) -> None:
+        self.ros = ros
+        self.stamps: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            stamp = next_stamp(33)
+            self.ros.publish_pair(stamp, ("mono8", THERMAL8), ("rgb8", RGB))
+            self.stamps.append(stamp)
+            time.sleep(0.033)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_switch_method_while_streaming(ros):
+    rgb_msg = make_image("rgb8", RGB, 0)
+    pyramid = expected("pyramid", THERMAL8, "rgb8", rgb_msg)
+    average = expected("average", THERMAL8, "rgb8", rgb_msg)
+    assert not np.array_equal(pyramid, average)
+
+    def which(msg: Image) -> str:
+        data = np.frombuffer(msg.data, np.uint8).astype(int)
+        if np.abs(data - pyramid).max() <= 1:
+            return "pyramid"
+        if np.abs(data - average).max() <= 1:
+            return "average"
+        return "other"
+
+    with _StreamThread(ros) as stream:
+        assert wait_until(lambda: len(stream.stamps) > 10)
+        first = len(ros.fused)
+        result = ros.ros2_param_set("method", "average")
+        assert result.successful, result.reason
+        assert wait_until(lambda: any(which(m) == "average" for _, m in ros.fused[first:]))
+        switched_at = len(ros.fused)
+        assert wait_until(lambda: len(ros.fused) > switched_at + 10)
+    outputs = [m for _, m in ros.fused[first:]]
+    kinds = [which(m) for m in outputs]
+    assert "other" not in kinds
+    # pyramid until the swap, average after it: one switch, no mixing back
+    assert kinds == sorted(kinds, key=lambda k: k != "pyramid")
+    # frames kept coming: no gap in the published stamps much longer than a model load
+    stamps = sorted(stamp_of(m) for m in outputs)
+    assert max(np.diff(stamps)) < 0.5e9
+    assert ros.ros2_param_get("method") == "average"
+    assert ros.node.method_state.method == "average" and ros.node.method_state.state == "ready"
+    assert ros.ros2_param_set("method", "pyramid").successful
+    assert wait_until(lambda: ros.node.method_state.method == "pyramid")
+
+
+def test_unknown_method_is_rejected_with_the_valid_names(ros):
+    result = ros.ros2_param_set("method", "bogus")
+    assert not result.successful
+    assert "unknown method 'bogus'" in result.reason and "pyramid" in result.reason and "average" in result.reason
+    assert ros.ros2_param_get("method") == "pyramid"
+
+
+@contextmanager
+def fake_method(name: str, *, missing: str | None = None, fails: bool = False, sleep_s: float = 0.0):
+    """Register a throw-away method: unavailable (``missing`` file), failing at load time, or slow."""
+
+    class Fake(FusionMethod):
+        description = "test method"
+
+        @classmethod
+        def unavailable_reason(cls, weights_dir):
+            return None if missing is None else f"missing weights {weights_dir / missing} (get it from the authors)"
+
+        def __init__(self, *args, **kwargs):
+            if fails:
+                time.sleep(0.2)
+                raise WeightsError(f"cannot read weights file {name}.pth: truncated")
+            super().__init__(*args, **kwargs)
+
+        def fuse(self, ir, vis):
+            time.sleep(sleep_s)
+            return vis
+
+    Fake.name = name
+    registry.register_method(Fake)
+    try:
+        yield Fake
+    finally:
+        registry._REGISTRY.pop(name, None)
+
+
+def test_unavailable_method_is_rejected_naming_the_missing_file(ros):
+    with fake_method("test_unavailable", missing="test_unavailable/model.safetensors"):
+        result = ros.ros2_param_set("method", "test_unavailable")
+    assert not result.successful
+    assert "test_unavailable/model.safetensors" in result.reason
+    assert ros.ros2_param_get("method") == "pyramid"
+
+
+def test_real_unavailable_methods_name_their_files(ros, tmp_path):
+    """Every registered method that needs weights is rejected, naming a file, when its weights folder is empty."""
+    needs = [name for name in registry.method_names() if registry.get_method_class(name).weights_key]
+    if not needs:
+        pytest.skip("no registered method needs weights yet")
+    assert ros.ros2_param_set("weights_dir", str(tmp_path)).successful
+    try:
+        for name in needs:
+            result = ros.ros2_param_set("method", name)
+            assert not result.successful and str(tmp_path) in result.reason, (name, result.reason)
+    finally:
+        assert ros.ros2_param_set("weights_dir", "").successful
+        assert wait_until(lambda: not ros.node.worker.loading)
+
+
+def test_startup_with_an_unavailable_method_runs_the_default_and_reports_error(context):
+    from rclpy.parameter import Parameter
+
+    with fake_method("test_missing", missing="test_missing/weights.pth"):
+        node = FusionNode("fusion_node_startup", context=context, parameter_overrides=[Parameter("method", value="test_missing")])
+    try:
+        assert node.get_parameter("method").value == "pyramid"  # the parameter tells what runs
+        state = node.method_state
+        assert (state.method, state.state) == ("pyramid", "error")
+        level, message, _ = summarize(state, node.stats, node.sync.counts(), node.sync.queued())
+        assert level == ERROR and "test_missing/weights.pth" in message and "running 'pyramid'" in message
+    finally:
+        node.destroy_node()
+
+
+def test_load_failure_keeps_the_old_method_and_reverts_the_parameter(ros):
+    with fake_method("test_broken", fails=True):
+        result = ros.ros2_param_set("method", "test_broken")
+        assert result.successful  # validation passed; the load fails later, in the background
+        assert wait_until(lambda: not ros.node.worker.loading and ros.ros2_param_get("method") == "pyramid")
+    assert ros.node.method_state.method == "pyramid" and ros.node.method_state.state == "ready"
+    assert "test_broken" in ros.node.stats.last_error
+    stamp = next_stamp()
+    ros.publish_pair(stamp, ("mono16", THERMAL16), ("rgb8", RGB))
+    ros.wait_fused(stamp)
+
+
+def test_live_sync_settings_ranges_and_read_only(ros):
+    assert ros.ros2_param_set("sync.slop", "0.08").successful
+    assert ros.node.sync.slop_s == pytest.approx(0.08)
+    out_of_range = ros.ros2_param_set("sync.slop", "20.0")
+    assert not out_of_range.successful and "out of range" in out_of_range.reason
+    wrong_type = ros.ros2_param_set("sync.queue_size", "many")
+    assert not wrong_type.successful
+    read_only = ros.ros2_param_set("qos.depth", "3")
+    assert not read_only.successful and "read-only" in read_only.reason
+    assert ros.ros2_param_set("registration.homography", "[1, 0, 0, 0, 1, 0, 0, 0, 1]").successful  # ints accepted
+    singular = ros.ros2_param_set("registration.homography", "[0, 0, 0, 0, 0, 0, 0, 0, 1]")
+    assert not singular.successful and "singular" in singular.reason
+    bad_pct = ros.ros2_param_set("thermal.low_percentile", "99.5")
+    assert not bad_pct.successful and "percentiles" in bad_pct.reason
+    assert ros.ros2_param_set("sync.slop", "0.05").successful
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_messages_are_counted_and_fusion_goes_on(ros):
+    stats = ros.node.stats
+    before = dict(stats.bad)
+    bad = [
+        ("thermal", lambda s: (make_image("rgb8", RGB, s), make_image("rgb8", RGB, s))),  # wrong thermal encoding
+        ("thermal", lambda s: (_short(make_image("mono16", THERMAL16, s)), make_image("rgb8", RGB, s))),  # data < step*height
+        ("rgb", lambda s: (make_image("mono16", THERMAL16, s), make_image("mono16", THERMAL16, s))),  # wrong rgb encoding
+        ("rgb", lambda s: (make_image("mono16", THERMAL16, s), make_image("rgb8", np.zeros((0, W, 3), np.uint8), s))),  # zero size
+        ("pair", lambda s: (make_image("mono16", THERMAL16[:24, :32], s), make_image("rgb8", RGB, s))),  # size mismatch
+        ("pair", lambda s: (make_image("32FC1", np.full((H, W), np.nan, np.float32), s), make_image("rgb8", RGB, s))),  # all NaN
+    ]
+    for _, build in bad:
+        thermal_msg, rgb_msg = build(next_stamp())
+        ros.thermal_pub.publish(thermal_msg)
+        ros.rgb_pub.publish(rgb_msg)
+        time.sleep(0.02)
+    stamp = next_stamp()
+    ros.publish_pair(stamp, ("mono16", THERMAL16), ("rgb8", RGB))
+    ros.wait_fused(stamp)
+    want = {k: before.get(k, 0) + sum(1 for w, _ in bad if w == k) for k in ("thermal", "rgb", "pair")}
+    assert wait_until(lambda: all(stats.bad.get(k, 0) >= v for k, v in want.items()), 5.0), (stats.bad, want)
+    assert {k: stats.bad.get(k, 0) for k in want} == want
+    assert "no finite value" in stats.last_error or "differ" in stats.last_error
+    # co-aligned cameras of different resolution: accepted once registration.resize is on
+    assert ros.ros2_param_set("registration.resize", "true").successful
+    try:
+        stamp = next_stamp()
+        ros.publish_pair(stamp, ("mono16", THERMAL16[:24, :32]), ("rgb8", RGB))
+        assert (ros.wait_fused(stamp).width, ros.wait_fused(stamp).height) == (W, H)
+    finally:
+        assert ros.ros2_param_set("registration.resize", "false").successful
+
+
+def _short(msg: Image) -> Image:
+    msg.data = msg.data[: len(msg.data) - 10]
+    return msg
+
+
+# -- overload ---------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def test_overload_keeps_latency_bounded_and_memory_flat(ros):
+    """Feed 640x512 pairs at 100 Hz to a model that needs 40 ms (a sleep, so CPU load cannot change
+    the ratio): the node must drop (latest-wins), never queue."""
+    big_t = RNG.integers(27000, 31000, (512, 640), dtype=np.uint16)
+    big_rgb = RNG.integers(0, 256, (512, 640, 3), dtype=np.uint8)
+    thermal_msg, rgb_msg = make_image("mono16", big_t, 0), make_image("rgb8", big_rgb, 0)
+    published: list[tuple[float, int]] = []  # (monotonic time after publish, stamp)
+
+    def burst(n: int, hz: float = 100.0) -> None:
+        start = time.monotonic()
+        for k in range(n):
+            stamp = next_stamp(10)
+            for msg, pub in ((thermal_msg, ros.thermal_pub), (rgb_msg, ros.rgb_pub)):
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                pub.publish(msg)
+            published.append((time.monotonic(), stamp))
+            time.sleep(max(0.0, start + (k + 1) / hz - time.monotonic()))
+
+    with fake_method("test_slow", sleep_s=0.04):
+        assert ros.ros2_param_set("method", "test_slow").successful
+        assert wait_until(lambda: ros.node.method_state.method == "test_slow")
+        before = ros.node.sync.counts()
+        fused_before = ros.node.stats.outputs.total
+        first = len(ros.fused)
+        rss = []
+        for n in (50, 125, 125):  # the allocator settles during the first bursts; then RSS must stay flat
+            burst(n)
+            assert wait_until(lambda: not ros.node.worker.busy and ros.node.sync.queued() == {"thermal": 0, "rgb": 0})
+            rss.append(_rss_mb())
+        assert ros.ros2_param_set("method", "pyramid").successful
+        assert wait_until(lambda: ros.node.method_state.method == "pyramid")
+    index = {stamp: i for i, (_, stamp) in enumerate(published)}
+    times = [t for t, _ in published]
+    with ros.lock:
+        arrivals = [(t, index[stamp_of(m)]) for t, m in ros.fused[first:] if stamp_of(m) in index]
+    after = ros.node.sync.counts()
+    superseded = after.total(SUPERSEDED) - before.total(SUPERSEDED)
+    assert superseded > 0  # it really was overloaded
+    # every pair was either fused or replaced by a newer one while the model was busy: nothing waits
+    assert after.pairs - before.pairs == superseded + (ros.node.stats.outputs.total - fused_before)
+    assert len(arrivals) >= 3
+    order = [i for _, i in arrivals]
+    assert order == sorted(order)  # never an older frame after a newer one
+    # latency in frames: when a fused frame arrives, how many newer pairs the cameras had sent.
+    # Latest-wins bounds it by one inference (the one running when the pair came) + its own +
+    # transport; a queue would let it grow to most of the 300 pairs sent.
+    worst_inference_s = ros.node.stats.inference_ms.percentiles(100)[0] / 1e3
+    bound = int(2 * worst_inference_s * 100) + 15
+    lags = [int(np.searchsorted(times, t_arrival)) - 1 - i for t_arrival, i in arrivals]
+    assert max(lags) <= bound, f"fused frames lag up to {max(lags)} pairs (bound {bound})"
+    # a backlog would hold every pair: 125 x 1.6 MB = 200 MB more per burst
+    assert rss[2] - rss[1] < 40, f"RSS grew {rss[2] - rss[1]:.0f} MB over the last 125 pairs (RSS {rss})"
+
+
+# -- two processes, large images, the shipped Fast DDS profile --------------------------------
+
+_CAMERA_SIM = textwrap.dedent(
+    """
+    import array, json, sys, time
+    import numpy as np, rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    ns, n, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    rclpy.init()
+    node = rclpy.create_node("camera_sim")
+    pubs = [node.create_publisher(Image, f"{ns}/{cam}/image_raw", qos_profile_sensor_data) for cam in ("thermal", "rgb")]
+    fused, diag = {}, {}
+    def on_fused(m):
+        fused[m.header.stamp.sec] = [m.width, m.height, m.encoding, m.header.frame_id, len(m.data)]
+    sub = node.create_subscription(Image, f"{ns}/fused/image_raw", on_fused, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.update({kv.key: kv.value for kv in m.status[0].values}), 10)
+    def spin_until(pred, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            rclpy.spin_once(node, timeout_sec=0.02)
+        return bool(pred())
+    matched = spin_until(lambda: all(p.get_subscription_count() for p in pubs) and sub.get_publisher_count(), 60)
+    spin_until(lambda: False, 0.5)
+    rng = np.random.default_rng(0)
+    msgs = []
+    for enc, pixels in (("mono16", rng.integers(27000, 31000, (height, width), dtype=np.uint16)),
+                        ("rgb8", rng.integers(0, 256, (height, width, 3), dtype=np.uint8))):
+        m = Image(height=height, width=width, encoding=enc, step=pixels.nbytes // height)
+        m.header.frame_id = "rgb_optical"
+        data = array.array("B"); data.frombytes(pixels.tobytes()); m.data = data
+        msgs.append(m)
+    for i in range(n):
+        for pub, m in zip(pubs, msgs):
+            m.header.stamp.sec = 1000 + i
+            pub.publish(m)
+        spin_until(lambda: False, 0.1)
+    def done():
+        superseded = int(diag.get("dropped superseded", "0").split()[0])
+        return (diag.get("thermal received") == str(n) and diag.get("rgb received") == str(n)
+                and diag.get("fused") == str(len(fused)) and int(diag.get("pairs", -1)) == len(fused) + superseded)
+    spin_until(done, 30)
+    print(json.dumps({"matched": matched, "fused": fused, "diag": diag}))
+    node.destroy_node()
+    rclpy.shutdown()
+    """
+)
+
+
+def test_two_processes_1280x1024_with_the_shipped_fastdds_profile(tmp_path):
+    """Node and a camera simulator in separate processes exchange 1280x1024 frames (best effort in,
+    reliable out) through shared memory; the params file and a namespace are applied by rcl."""
+    params = tmp_path / "fusion.yaml"
+    params.write_text((REPO / "config" / "fusion.yaml").read_text().replace("slop: 0.05", "slop: 0.07"))
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(DOMAIN + 1),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"),
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    n = 20
+    node = subprocess.Popen(
+        [sys.executable, "-m", "fusion_ros.ros.node", "--ros-args", "--params-file", str(params),
+         "-p", "method:=average", "-r", "__ns:=/pair"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        sim = subprocess.run([sys.executable, "-c", _CAMERA_SIM, "/pair", str(n), "1280", "1024"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            out, err = node.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            out, err = node.communicate()
+    assert sim.returncode == 0, sim.stderr[-2000:]
+    result = json.loads(sim.stdout.strip().splitlines()[-1])
+    diag = result["diag"]
+    assert result["matched"]
+    # every 1.3 MB thermal and 3.9 MB RGB frame reached the node (0 of 40 without the profile)
+    assert diag["thermal received"] == str(n) and diag["rgb received"] == str(n), diag
+    assert diag["pairs"] == str(n) and diag["method"] == "average"
+    assert diag["sync slop (s)"] == "0.07"  # from the params file, through the namespace wildcard
+    # reliable output: everything the node published arrived; pairs the CPU could not keep up
+    # with were replaced by newer ones (latest-wins), never queued
+    fused = result["fused"]
+    assert len(fused) >= 1 and diag["fused"] == str(len(fused))
+    assert int(diag["dropped superseded"].split()[0]) + len(fused) == n
+    assert all(v == [1280, 1024, "rgb8", "rgb_optical", 1280 * 1024 * 3] for v in fused.values())
+    assert node.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
