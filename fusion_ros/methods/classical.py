@@ -3,8 +3,11 @@
 ``pyramid`` is the default: a Laplacian-pyramid fusion in which the visible image keeps its
 overall look while thermal detail and hot targets are brought in. Its rule:
 
-- detail levels: per pixel, the coefficient with the larger magnitude (choose-max), so edges of
-  either camera survive at every scale;
+- detail levels: per pixel, the coefficient of the camera whose band has more energy in the
+  surrounding 5×5 window (local-energy choose-max), so edges of either camera survive at every
+  scale and a structure is taken whole from one camera instead of pixel by pixel (per-pixel
+  choose-max splices noise from both into edges). On VIFB's 21 pairs this raised Qabf from 0.645
+  to 0.678, MI from 2.74 to 3.11 and VIF from 0.81 to 0.88 (``docs/RESULTS.md``, Fusion quality);
 - base level: the visible base plus the thermal excess over it, weighted by a saliency that is
   high where the scene is hotter than its mean (``saliency``), so warm bodies stand out in a dark
   RGB scene without turning the whole image into a thermal picture.
@@ -43,6 +46,23 @@ def _up2(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return up[..., : size[0], : size[1]]
 
 
+#: Half-side of the local-energy window that picks each detail coefficient (5×5).
+_SELECT_RADIUS = 2
+
+
+def _box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum over the (2r+1)×(2r+1) window around each pixel (zeros outside), by separable shifted adds."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (radius, radius, radius, radius))
+    rows = p[..., :, 0:w] + p[..., :, 1 : 1 + w]
+    for i in range(2, 2 * radius + 1):
+        rows += p[..., :, i : i + w]
+    out = rows[..., 0:h, :] + rows[..., 1 : 1 + h, :]
+    for i in range(2, 2 * radius + 1):
+        out += rows[..., i : i + h, :]
+    return out
+
+
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Laplacian pyramid of (B,C,H,W): ``levels - 1`` detail bands (finest first) then the base.
 
@@ -77,7 +97,7 @@ class PyramidOptions:
 
 @register_method
 class PyramidFusion(FusionMethod):
-    """Laplacian pyramid, choose-max details, saliency-weighted base (the default)."""
+    """Laplacian pyramid, local-energy choose-max details, saliency-weighted base (the default)."""
 
     name = "pyramid"
     description = "Laplacian pyramid, max-detail + thermal-saliency base; RGB look kept (default, weight-free)"
@@ -91,7 +111,10 @@ class PyramidFusion(FusionMethod):
         fused = []
         for band in bands[:-1]:
             d_ir, d_vis = band[:batch], band[batch:]
-            fused.append(torch.where(d_ir.abs() > d_vis.abs(), d_ir, d_vis).mul_(opts.detail_gain))
+            # Σ_window d_ir² > Σ_window d_vis²  ⇔  Σ_window (d_ir² − d_vis²) > 0: one box sum, not two.
+            take_ir = _box_sum((d_ir - d_vis).mul_(d_ir + d_vis), _SELECT_RADIUS) > 0
+            detail = torch.where(take_ir, d_ir, d_vis)
+            fused.append(detail.mul_(opts.detail_gain) if opts.detail_gain != 1.0 else detail)
         b_ir, b_vis = bands[-1][:batch], bands[-1][batch:]
         # Saliency: how much hotter than the frame's mean each base pixel is, in [0,1].
         mean = b_ir.mean(dim=(-2, -1), keepdim=True)

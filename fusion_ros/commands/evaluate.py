@@ -1,0 +1,99 @@
+"""``fusion-ros evaluate``: fuse a dataset folder with several methods and rank them by the
+standard fusion metrics (CSV per image, Markdown summary, a plot per metric, a contact sheet)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from fusion_ros.errors import ConfigError
+from fusion_ros.evaluate import DEFAULT_METRICS, EvaluationConfig, evaluate, parse_fused_dirs, write_report
+from fusion_ros.metrics import METRICS, PRESETS
+from fusion_ros.registry import DEFAULT_METHOD, get_method_class
+
+NAME = "evaluate"
+HELP = "score fusion methods on a folder of ir/ + vi/ pairs: metrics table, plots, contact sheet"
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["pyramid.levels=4"]`` → ``{"pyramid": {"levels": "4"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise ConfigError(f"--opt expects METHOD.NAME=VALUE, got {pair!r}")
+        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder with ir/ and vi/ (matching file names)")
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated methods to fuse with (default {DEFAULT_METHOD}, or none when --fused-dir is given)",
+    )
+    parser.add_argument(
+        "--fused-dir",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="score fused images made elsewhere (DIR/<pair name>.*); a folder of method subfolders adds each (repeatable)",
+    )
+    parser.add_argument(
+        "--preset",
+        default="vifb",
+        choices=sorted(PRESETS),
+        help="metric convention: vifb (per-RGB-channel, VIFB MATLAB; default), cddfuse (CDDFuse/DDFM/EMMA Python "
+        "evaluator), tang (Tang-lab MATLAB 2022, artefacts included), canonical (textbook)",
+    )
+    parser.add_argument(
+        "--metrics",
+        help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)}; also available: "
+        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})",
+    )
+    parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>)")
+    parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
+    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
+    parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE", help="method option (repeatable)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")
+    parser.add_argument("--contact-pairs", type=int, default=3, help="pairs shown on the contact sheet (default 3)")
+    parser.add_argument("--save-fused", action="store_true", help="also write every fused image to <out>/fused/<method>/")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    fused = parse_fused_dirs(args.fused_dir)
+    methods = _split(args.methods) if args.methods is not None else ([] if fused else [DEFAULT_METHOD])
+    for m in methods:
+        get_method_class(m)  # an unknown name fails before any image is read
+    options = _method_options(args.opt)
+    stray = sorted(set(options) - set(methods))
+    if stray:
+        raise ConfigError(f"--opt names method(s) not in --methods: {', '.join(stray)}")
+    config = EvaluationConfig(
+        data=args.data,
+        methods=tuple(methods),
+        fused=tuple(fused),
+        preset=args.preset,
+        metrics=tuple(_split(args.metrics)) if args.metrics else DEFAULT_METRICS,
+        device=args.device,
+        options=options,
+        weights_dir=args.weights_dir,
+        limit=max(args.limit, 0),
+        contact_pairs=max(args.contact_pairs, 0),
+        save_fused=args.save_fused,
+    )
+    out = args.out or Path("evaluation") / Path(args.data).resolve().name
+    result = evaluate(config, progress=not args.quiet, out_dir=out)
+    command = "fusion-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [NAME] else None
+    paths = write_report(result, out, command=command)
+    print((out / "summary.md").read_text())
+    print(f"report: {out} ({', '.join(p.name for p in paths.values())})")
+    return 0
