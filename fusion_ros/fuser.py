@@ -39,7 +39,9 @@ def create_method(
     cls = get_method_class(name)
     wdir = Path(weights_dir) if weights_dir else default_weights_dir()
     opts = build_options(cls.Options, options, name)
-    if not random_init:
+    # An explicit checkpoint file (the `weights` option, CLI --weights) replaces the manifest's files:
+    # the method itself loads it and raises WeightsError if it is missing or does not match.
+    if not random_init and not (options or {}).get("weights"):
         reason = cls.unavailable_reason(wdir)
         if reason:
             raise MethodUnavailableError(f"method {name!r} is unavailable: {reason}")

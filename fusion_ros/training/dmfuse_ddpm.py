@@ -1,0 +1,217 @@
+"""``fusion-ros train dmfuse-ddpm``: DMFuse stage 1, the diffusion U-Net trained as an SR3 DDPM.
+
+The recipe is the one the authors' U-Net code comes with (wgcban/ddpm-cd, from SR3): cosine
+schedule with 2000 steps; per batch one step t ~ U{1..2000} and per image a continuous noise
+level γ ~ U(√ᾱ[t-1], √ᾱ[t]); x_t = γ·x + √(1-γ²)·ε; the U-Net, conditioned on γ, predicts ε with an
+L2 loss (their ``MSELoss(reduction='sum')`` divided by b·c·h·w, i.e. the mean); Adam, lr 1e-5,
+256×256 crops, up to 10⁶ steps. The paper trains on MS-COCO; the authors' data and batch size are
+not published. Images are used in colour (as SR3) unless ``--grey``, which replicates the
+luminance to 3 channels as the fusion does at inference.
+
+Outputs in ``--out``, in the authors' formats so either code base can read them:
+``ddpm_gen.pth`` (their ``GaussianDiffusion`` state: ``denoise_fn.*`` + 12 schedule buffers),
+``ddpm_opt.pth`` (``{'epoch', 'iter', 'scheduler', 'optimizer'}``, for ``--resume``) and
+``train_log.csv`` (step, loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fusion_ros.device import resolve_device
+from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.methods.dmfuse import (
+    CONFIGS,
+    N_TIMESTEP,
+    SR3UNet,
+    cosine_betas,
+    load_unet,
+    schedule_buffers,
+    sqrt_alphas_cumprod_prev,
+)
+
+TARGET = "dmfuse-ddpm"
+HELP = "DMFuse stage 1: train the diffusion U-Net (SR3 DDPM, cosine 2000 steps, L2 on noise) on natural images"
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GEN_FILE = "ddpm_gen.pth"
+OPT_FILE = "ddpm_opt.pth"
+LOG_FILE = "train_log.csv"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted; an empty or missing folder is an error."""
+    if not folder.is_dir():
+        raise InputError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return files
+
+
+def random_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """Top-left corner of a random ``size``×``size`` box (torch RNG, so DataLoader workers differ)."""
+    top = int(torch.randint(0, height - size + 1, ()).item())
+    left = int(torch.randint(0, width - size + 1, ()).item())
+    return top, left
+
+
+def load_at_least(path: Path, mode: str, size: int) -> Image.Image:
+    """The image in ``mode`` ("RGB"/"L"), upscaled (bicubic) when its short side is below ``size``."""
+    with Image.open(path) as im:
+        im = im.convert(mode)
+    short = min(im.size)
+    if short < size:
+        scale = size / short
+        im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.BICUBIC)
+    return im
+
+
+class ImageCrops(torch.utils.data.Dataset):
+    """Random ``size``² crops with random horizontal flips, as (3,size,size) float32 in [-1,1]."""
+
+    def __init__(self, files: list[Path], size: int, grey: bool) -> None:
+        self.files, self.size, self.grey = files, size, grey
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        im = load_at_least(self.files[index], "L" if self.grey else "RGB", self.size)
+        arr = np.asarray(im, dtype=np.float32)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        top, left = random_crop_box(arr.shape[0], arr.shape[1], self.size)
+        crop = torch.from_numpy(np.ascontiguousarray(arr[top:top + self.size, left:left + self.size])).permute(2, 0, 1)
+        if torch.rand(()) < 0.5:
+            crop = crop.flip(-1)
+        crop = crop / 127.5 - 1.0
+        return crop.expand(3, -1, -1).contiguous() if self.grey else crop
+
+
+def endless(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(epoch, batch) forever, counting passes over the data from ``epoch``."""
+    while True:
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file, so an interrupted run never leaves a torn checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class LossLog:
+    """Appends (step, loss terms) rows to a CSV file, creating it with a header."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path, self.columns = path, columns
+        if not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(("step",) + columns)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([step] + [f"{values[c]:.6g}" for c in self.columns])
+
+
+def gaussian_diffusion_state(unet: SR3UNet) -> OrderedDict[str, torch.Tensor]:
+    """The U-Net as the authors' ``GaussianDiffusion.state_dict()``: ``denoise_fn.*`` + schedule buffers."""
+    state: OrderedDict[str, torch.Tensor] = OrderedDict(schedule_buffers(cosine_betas(N_TIMESTEP)))
+    for key, value in unet.state_dict().items():
+        state["denoise_fn." + key] = value.detach().cpu().clone()
+    return state
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=Path, required=True, help="folder of training images, searched recursively (the paper: MS-COCO)")
+    parser.add_argument("--out", type=Path, default=Path("runs/dmfuse-ddpm"), help=f"output folder ({GEN_FILE}, {OPT_FILE}, {LOG_FILE})")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="quarter", help="U-Net size (quarter = the released model)")
+    parser.add_argument("--size", type=int, default=256, help="square crop size, a multiple of 16 (default 256)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per step (default 4)")
+    parser.add_argument("--iters", type=int, default=1_000_000, help="total optimiser steps, counting resumed ones (the authors' n_iter 1e6)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (the authors' 1e-5)")
+    parser.add_argument("--grey", action="store_true", help="grey images replicated to 3 channels (the fusion's input domain)")
+    parser.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (the authors' 1e4)")
+    parser.add_argument("--resume", action="store_true", help=f"continue from --out/{GEN_FILE} and {OPT_FILE}")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--workers", type=int, default=2, help="data loading processes (0 = in the main process)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of crops, noise levels and noise")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.size % 16 or args.size <= 0:
+        raise ConfigError(f"--size must be a positive multiple of 16, got {args.size}")
+    device = resolve_device(args.device)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    step, epoch = 0, 0
+    if args.resume:
+        for name in (GEN_FILE, OPT_FILE):
+            if not (out / name).is_file():
+                raise ConfigError(f"--resume: {out / name} not found")
+        unet = load_unet(out / GEN_FILE, CONFIGS[args.config]).requires_grad_(True).to(device)
+        opt_state = torch.load(out / OPT_FILE, map_location=device, weights_only=True)
+        step, epoch = int(opt_state["iter"]), int(opt_state["epoch"])
+    else:
+        unet = SR3UNet(CONFIGS[args.config]).to(device)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=args.lr)
+    if args.resume:
+        optimizer.load_state_dict(opt_state["optimizer"])
+    torch.manual_seed(args.seed + step)  # a resumed run does not replay the crops and noise of the first
+    loader = torch.utils.data.DataLoader(
+        ImageCrops(list_images(args.images), args.size, args.grey),
+        batch_size=args.batch_size, shuffle=True, drop_last=False, num_workers=args.workers, pin_memory=device.type == "cuda",
+    )
+    sqrt_ac = sqrt_alphas_cumprod_prev(cosine_betas(N_TIMESTEP))
+    log = LossLog(out / LOG_FILE, ("loss",))
+    unet.train()
+
+    def save() -> None:
+        save_atomic(gaussian_diffusion_state(unet), out / GEN_FILE)
+        save_atomic({"epoch": epoch, "iter": step, "scheduler": None, "optimizer": optimizer.state_dict()}, out / OPT_FILE)
+
+    batches = endless(loader, epoch)
+    with tqdm(total=args.iters, initial=step, desc=TARGET, unit="step", dynamic_ncols=True) as bar:
+        while step < args.iters:
+            epoch, x = next(batches)
+            x = x.to(device, non_blocking=True)
+            loss = ddpm_loss(unet, x, sqrt_ac)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            log.write(step, {"loss": value})
+            bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+            bar.update(1)
+            if step % args.save_every == 0:
+                save()
+    save()
+    return 0
+
+
+def ddpm_loss(unet: SR3UNet, x: torch.Tensor, sqrt_ac: np.ndarray) -> torch.Tensor:
+    """SR3's continuous-noise-level ε loss for one batch x (B,3,H,W) in [-1,1] (one t per batch, as the authors)."""
+    batch = x.shape[0]
+    t = int(torch.randint(1, len(sqrt_ac), ()).item())
+    low, high = float(sqrt_ac[t - 1]), float(sqrt_ac[t])
+    gamma = (low + (high - low) * torch.rand(batch, dtype=torch.float64)).float().to(x.device)
+    noise = torch.randn_like(x)
+    g = gamma.view(-1, 1, 1, 1)
+    x_t = g * x + (1 - g**2).sqrt() * noise
+    return F.mse_loss(unet(x_t, gamma), noise)
