@@ -32,7 +32,10 @@ _SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 def _share_dirs() -> list[Path]:
     """``share/fusion_ros`` folders of the install prefixes (pip venv, colcon install, ROS underlay)."""
-    prefixes = [Path(sys.prefix)]
+    # The prefix this copy of the package is installed in comes first (…/lib/pythonX.Y/site-packages/fusion_ros).
+    here = Path(__file__).resolve().parent
+    prefixes = [here.parents[3]] if here.parent.name == "site-packages" else []
+    prefixes.append(Path(sys.prefix))
     prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     return [p / "share" / _PACKAGE for p in prefixes]
 
