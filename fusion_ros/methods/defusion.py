@@ -683,10 +683,6 @@ class DeFusion(FusionMethod):
         random_init: bool = False,
     ) -> None:
         super().__init__(options, device, dtype, weights_dir, random_init=random_init)
-        if options.runtime not in ("eager", "torchscript"):
-            raise ConfigError(f"defusion runtime must be eager or torchscript, got {options.runtime!r}")
-        if options.memory_format not in ("auto", "contiguous", "channels_last"):
-            raise ConfigError(f"defusion memory_format must be auto, contiguous or channels_last, got {options.memory_format!r}")
         fmt = options.memory_format
         self.channels_last = fmt == "channels_last" or (fmt == "auto" and device.type == "cuda")
         if options.authors_preprocessing:
