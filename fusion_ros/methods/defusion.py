@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_ros.errors import ConfigError, InputError, WeightsError
+from fusion_ros.errors import InputError, WeightsError
 from fusion_ros.methods.base import FusionMethod, option
 from fusion_ros.registry import register_method
 
