@@ -16,7 +16,7 @@ reflect-pad 16, forward (all four outputs), crop. Ours is timed three ways: the 
 Memory (``--memory``): each implementation runs alone in a fresh subprocess; the peak resident set
 size (``ru_maxrss``) of that process and its growth over the loaded-model baseline are reported.
 
-``--malloc-tuning`` applies :func:`~fusion_ros.methods.defusion.tune_glibc_malloc` first (process-wide,
+``--malloc-tuning`` applies :func:`~fusion_ros.runtime.tune_malloc` first (process-wide,
 so to both networks; the ``defusion`` method applies it by default, option ``tune_malloc``).
 """
 
@@ -35,7 +35,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from fusion_ros.methods.defusion import DeFusionNet, run_pipeline, tune_glibc_malloc
+from fusion_ros.methods.defusion import DeFusionNet, run_pipeline
+from fusion_ros.runtime import tune_malloc
 
 __all__ = ["load_authors_class", "main"]
 
@@ -172,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory", action="store_true", help="peak RSS per implementation, each in a fresh process")
-    p.add_argument("--malloc-tuning", action="store_true", help="apply tune_glibc_malloc() first")
+    p.add_argument("--malloc-tuning", action="store_true", help="apply fusion_ros.runtime.tune_malloc() first")
     p.add_argument("--conv-peak", action="store_true", help="only measure a large fp32 conv's GFLOP/s (a ceiling)")
     p.add_argument("--impl", choices=("ours", "ours_channels_last", "authors"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.malloc_tuning:
-        tune_glibc_malloc()
+        tune_malloc()
     if args.conv_peak:
         rows = [_conv_peak(args.repeats)]
     elif args.impl:

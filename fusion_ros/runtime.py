@@ -17,7 +17,10 @@ __all__ = ["tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_TRIM_THRESHOLD = 4 << 30  # 4 GiB: give memory back to the OS only past this much free heap
+#: Give memory back to the OS only past this much free heap. ``mallopt`` takes a C int, so 2 GiB − 1 is
+#: the largest value it can carry (a larger Python int would wrap silently through ctypes, e.g. 4 GiB → 0,
+#: which trims on every free: the opposite of the intent).
+_TRIM_THRESHOLD = 2**31 - 1
 
 
 def tune_malloc() -> bool:

@@ -32,12 +32,14 @@ __all__ = ["AverageFusion", "MaxFusion", "PyramidFusion", "laplacian_pyramid", "
 def _down2(x: torch.Tensor) -> torch.Tensor:
     """2×2 box reduction; odd sizes are edge-replicated first, which equals ``avg_pool2d(ceil_mode=True)``.
 
-    Four strided adds instead of ``avg_pool2d``, whose CPU kernel is ~5× slower for this case.
+    Row pairs, then column pairs: two adds instead of ``avg_pool2d``, whose CPU kernel is ~5× slower
+    for this case (and 1.5× faster than adding the four strided quarters).
     """
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
-    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]).mul_(0.25)
+    rows = x[..., 0::2, :] + x[..., 1::2, :]  # whole rows: contiguous, vectorised
+    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
 def _up2(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -102,7 +104,7 @@ class PyramidFusion(FusionMethod):
     name = "pyramid"
     description = "Laplacian pyramid, max-detail + thermal-saliency base; RGB look kept (default, weight-free)"
     Options = PyramidOptions
-    cost = "~3 ms / 640x512 pair on 2 CPU cores"
+    cost = "~5 ms / 640x512 pair on 2 CPU cores"
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         opts: PyramidOptions = self.options
@@ -112,8 +114,10 @@ class PyramidFusion(FusionMethod):
         for band in bands[:-1]:
             d_ir, d_vis = band[:batch], band[batch:]
             # Σ_window d_ir² > Σ_window d_vis²  ⇔  Σ_window (d_ir² − d_vis²) > 0: one box sum, not two.
-            take_ir = _box_sum((d_ir - d_vis).mul_(d_ir + d_vis), _SELECT_RADIUS) > 0
-            detail = torch.where(take_ir, d_ir, d_vis)
+            energy = _box_sum((d_ir - d_vis).mul_(d_ir + d_vis), _SELECT_RADIUS)
+            # A 0/1 float mask and an exact lerp: ``torch.where`` and bool tensors are ~4× slower on CPU.
+            take_ir = torch.gt(energy, 0.0, out=energy)
+            detail = torch.lerp(d_vis, d_ir, take_ir)
             fused.append(detail.mul_(opts.detail_gain) if opts.detail_gain != 1.0 else detail)
         b_ir, b_vis = bands[-1][:batch], bands[-1][batch:]
         # Saliency: how much hotter than the frame's mean each base pixel is, in [0,1].

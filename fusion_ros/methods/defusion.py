@@ -49,7 +49,7 @@ instead (PIL's fixed-point grey conversion, 8-bit quantised inputs, truncating u
 3-channel output as RGB) so a CLI PNG can be compared with the authors' ``*_recover.png``.
 
 Speed: see ``docs/RESULTS.md`` (DeFusion) and ``python -m fusion_ros.bench_defusion``. On CPU the option
-``tune_malloc`` (default on) applies :func:`tune_glibc_malloc`. The real-time path for CUDA is
+``tune_malloc`` (default on) applies :func:`fusion_ros.runtime.tune_malloc`. The real-time path for CUDA is
 ``runtime=torchscript`` with the Fuser's fp16/bf16 precision.
 """
 
@@ -69,6 +69,7 @@ from torch import nn
 from fusion_ros.errors import InputError, WeightsError
 from fusion_ros.methods.base import FusionMethod, option
 from fusion_ros.registry import register_method
+from fusion_ros.runtime import tune_malloc
 
 __all__ = [
     "Bottleneck",
@@ -82,7 +83,6 @@ __all__ = [
     "export_torchscript",
     "load_defusion_state_dict",
     "run_pipeline",
-    "tune_glibc_malloc",
 ]
 
 #: BT.601 luma weights used to turn the network's 3-channel output into the fused luminance.
@@ -605,28 +605,6 @@ def export_program(net: DeFusionNet, example_hw: tuple[int, int] = (64, 64)) -> 
         net.set_onednn_fusion(fusion)
 
 
-def tune_glibc_malloc() -> bool:
-    """Keep freed feature maps in glibc's heap: ``mallopt(M_MMAP_MAX, 0)`` and a 2 GiB
-    ``M_TRIM_THRESHOLD``, the in-process equivalent of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…``.
-
-    Process-wide. Without it every large CPU tensor is a fresh mmap whose pages fault in on first touch
-    and go back to the OS when freed, which costs about as much as the convolutions at 640x480. The
-    price is that the process keeps its peak heap instead of shrinking between frames. Returns whether
-    it applied (False off glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or platform.system() != "Linux":
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
-
-
 # --------------------------------------------------------------------------------------------------
 # Method adapter
 # --------------------------------------------------------------------------------------------------
@@ -697,7 +675,7 @@ class DeFusion(FusionMethod):
         cpu_fp32 = device.type == "cpu" and dtype == torch.float32 and options.runtime == "eager"
         self.net.set_onednn_fusion(cpu_fp32)
         if device.type == "cpu" and options.tune_malloc:
-            tune_glibc_malloc()
+            tune_malloc()
         self._scripted: dict[tuple[int, int], torch.jit.ScriptModule] = {}
 
     @staticmethod
