@@ -6,7 +6,8 @@ Observed on the development machine (torch 2.13 CPU): U-Net features 1.26e-5 (sm
 1.31e-5 (quarter config); head encoders 2.4e-7, CAIM outputs 2.4e-7, fused output 6.7e-8; the whole
 method (NHWC, fused-kernel CAIM, encoders folded per pass) 2.5e-6 on the padded tanh output; noisy
 U-Net inputs and preprocessed inputs bit-exact; fused PNG with ``authors_io`` identical to the
-authors' (0 of 10,530 pixels differ).
+authors' (0 of 10,530 pixels differ). These are with 2 threads; with OMP_NUM_THREADS=1 the float
+rounding differs: features 1.36e-5 / 1.22e-5, whole method 3.9e-6, one PNG pixel off by 1.
 """
 
 from __future__ import annotations
@@ -435,3 +436,33 @@ def test_dmfuse_train_stages_loss_falls_and_checkpoints_round_trip(tmp_path: Pat
     method = _tiny_method(tmp_path, weights=str(head_dir / "model.model"), unet_weights=str(ddpm / GEN_FILE))
     with torch.inference_mode():
         assert method.fuse(*_pair()).shape == (1, 1, 40, 50)
+
+
+def test_dmfuse_loss_weights_are_options_defaulting_to_the_authors_code() -> None:
+    """--w-ssim/--w-intensity/--w-texture default to args_fusion.py's 10/14/16 and weight the terms."""
+    from fusion_ros.training import dmfuse as stage2
+
+    parser = argparse.ArgumentParser()
+    stage2.add_arguments(parser)
+    args = parser.parse_args(["--pairs", "p", "--unet", "u"])
+    assert (args.w_ssim, args.w_intensity, args.w_texture) == (10.0, 14.0, 16.0)
+    paper = parser.parse_args(["--pairs", "p", "--unet", "u", "--w-ssim", "1", "--w-intensity", "4", "--w-texture", "20"])
+    gen = torch.Generator().manual_seed(0)
+    ir, vi, fused = (torch.rand(2, 1, 32, 32, generator=gen) for _ in range(3))
+    for a in (args, paper):
+        t = stage2.fusion_loss(ir, vi, fused, a.w_ssim, a.w_intensity, a.w_texture)
+        expected = a.w_ssim * (1 - t["ssim"]) + a.w_intensity * t["intensity"] + a.w_texture * t["texture"]
+        torch.testing.assert_close(t["loss"], expected)
+    assert 0 < float(t["ssim"]) < 1 and float(t["intensity"]) > 0 and float(t["texture"]) > 0
+
+
+def test_dmfuse_train_targets_on_the_command_line() -> None:
+    """``fusion-ros train`` offers both stages; the shared helper module is not a target."""
+    from fusion_ros.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    targets = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"dmfuse", "dmfuse-ddpm"} <= set(targets) and not any(t.startswith("_") for t in targets)
+    args = parser.parse_args(["dmfuse-ddpm", "--images", "imgs"])
+    assert args.iters == 1_000_000 and args.config == "quarter" and args.seed == 0 and args.workers == 2

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for info in sorted(pkgutil.iter_modules(training.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers, not a target
+            continue
         mod = importlib.import_module(f"{training.__name__}.{info.name}")
         p = sub.add_parser(mod.TARGET, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)

@@ -45,9 +45,7 @@ released file (the extra ``step`` is ignored by loaders), plus ``train_log.csv``
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import os
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.methods.defusion import DeFusionNet, load_defusion_state_dict
+from fusion_ros.training._common import LossLog, add_run_arguments, list_images, optimise, save_atomic, summary
 
 __all__ = [
     "CUDConfig",
@@ -75,7 +74,6 @@ __all__ = [
 TARGET = "defusion"
 HELP = "DeFusion: self-supervised CUD pretext training on a folder of natural images (COCO in the paper)"
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LOG_FILE = "train_log.csv"
 LOSS_TERMS = ("total", "common", "upper", "lower", "fusion")
 
@@ -198,16 +196,6 @@ def cud_masks(size: int, cfg: CUDConfig, gen: torch.Generator | None = None) -> 
     return a, b
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` or below it, sorted."""
-    if not folder.is_dir():
-        raise InputError(f"training image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
 class CUDDataset(Dataset):
     """Samples of the CUD task: ``(view_a (3,S,S), view_b (3,S,S), target (8,S,S))``.
 
@@ -299,22 +287,6 @@ def cud_loss(
 # --------------------------------------------------------------------------------------------------
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` through a temporary file, so an interrupted run never leaves a torn checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _log_row(path: Path, step: int, epoch: int, lr: float, values: dict[str, float]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(("step", "epoch", "lr") + LOSS_TERMS)
-        writer.writerow([step, epoch, f"{lr:.6g}"] + [f"{values[k]:.6g}" for k in LOSS_TERMS])
-
-
 def train(
     images: Path,
     out: Path,
@@ -376,6 +348,7 @@ def train(
         generator=torch.Generator().manual_seed(cfg.seed + start_epoch),
     )
 
+    log = LossLog(out / LOG_FILE, ("epoch", "lr") + LOSS_TERMS)
     history: list[dict[str, float]] = []
     done = 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -383,12 +356,10 @@ def train(
         for view_a, view_b, target in bar:
             view_a, view_b, target = view_a.to(device), view_b.to(device), target.to(device)
             losses = cud_loss(model.forward_train(view_a, view_b), target, step, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
+            optimise(optimizer, losses["total"])
             values = {k: float(v.detach()) for k, v in losses.items()}
             lr = scheduler.get_last_lr()[0]
-            _log_row(out / LOG_FILE, step, epoch, lr, values)
+            log.write(step, {"epoch": epoch, "lr": lr, **values})
             history.append({"step": step, **values})
             bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.1e}")
             step += 1
@@ -403,9 +374,9 @@ def train(
             "epoch": epoch,
             "step": step,
         }
-        _save_atomic(ckpt, out / "latest.pth")
+        save_atomic(ckpt, out / "latest.pth")
         if save_every and epoch % save_every == 0:
-            _save_atomic(ckpt, out / f"{epoch}_models.pth")
+            save_atomic(ckpt, out / f"{epoch}_models.pth")
         if max_steps and done >= max_steps:
             break
     return history
@@ -424,9 +395,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-milestones", type=int, nargs="*", default=list(d.lr_milestones), help="epochs where the LR is multiplied by --lr-gamma")
     parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help=f"LR decay factor (default {d.lr_gamma})")
     parser.add_argument("--schedule-scale", type=float, default=1.0, help="multiply the loss schedule's iteration thresholds (3k/7k/17k/40k)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    add_run_arguments(parser, seed=d.seed, seed_help=f"random seed (default {d.seed})")
     parser.add_argument("--resume", type=Path, help="checkpoint to continue from (model, optimiser, scheduler, epoch, step)")
     parser.add_argument("--weights", type=Path, help="initial weights (e.g. the authors' checkpoint) with a fresh optimiser")
     parser.add_argument("--save-every", type=int, default=1, help="keep {epoch}_models.pth every N epochs (0: only latest.pth)")
@@ -459,6 +428,5 @@ def run(args: argparse.Namespace) -> int:
         save_every=args.save_every,
     )
     last = history[-1] if history else None
-    summary = f"loss {last['total']:.4f} at step {int(last['step'])}" if last else "nothing to do (already at --epochs)"
-    print(f"{args.out / 'latest.pth'}: {summary}")
+    print(summary(args.out / "latest.pth", last["total"] if last else None, int(last["step"]) if last else 0, "--epochs"))
     return 0

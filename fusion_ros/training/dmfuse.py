@@ -16,7 +16,8 @@ states 1, 4 and 20. The code's values are the defaults (they produced the releas
 three are options. Their other settings are also the defaults: Adam lr 1e-5, batch 4, 256×256,
 4 epochs (the released file is named epoch 7, so they trained longer). They trained on TNO
 patches resized to 256²; here each step takes aligned random crops of the pairs (upscaled first
-when smaller), which is what their patch folder amounts to.
+when smaller), which is what their patch folder amounts to. An epoch's last, smaller batch is
+used (their loop drops it).
 
 Outputs in ``--out``: ``model.model`` (latest head, a plain state_dict pickle like the released
 file), ``fuse_Epoch_{e}.model`` after each epoch (the authors' naming), ``train_state.pth``
@@ -33,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fusion_ros.device import resolve_device
-from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.errors import InputError
 from fusion_ros.methods.dmfuse import CONFIGS, DMFuseHead, DMFuseModel, load_head, load_unet
-from fusion_ros.training.dmfuse_ddpm import IMAGE_SUFFIXES, LossLog, load_at_least, random_crop_box, save_atomic
+from fusion_ros.training._common import IMAGE_SUFFIXES, load_at_least, random_crop_box
+from fusion_ros.training._common import LossLog, add_run_arguments, optimise, save_atomic, shuffled_loader, start_run, summary
 
 TARGET = "dmfuse"
 HELP = "DMFuse stage 2: train the fusion head on IR/visible pairs with the frozen diffusion U-Net"
@@ -133,26 +134,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--w-ssim", type=float, default=10.0, help="weight of 1-SSIM (code: 10; paper: 1)")
     parser.add_argument("--w-intensity", type=float, default=14.0, help="weight of the intensity L1 (code: 14; paper: 4)")
     parser.add_argument("--w-texture", type=float, default=16.0, help="weight of the Sobel texture L1 (code: 16; paper: 20)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--workers", type=int, default=2, help="data loading processes (0 = in the main process)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of crops, noise levels and noise")
+    add_run_arguments(parser, seed=0, seed_help="seed of crops, noise levels and noise")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.size % 32 or args.size <= 0:
-        raise ConfigError(f"--size must be a positive multiple of 32, got {args.size}")
-    device = resolve_device(args.device)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    device = start_run(out, size=args.size, multiple=32, resume=args.resume, resume_files=(HEAD_FILE, STATE_FILE), device=args.device)
     cfg = CONFIGS[args.config]
     unet = load_unet(args.unet, cfg)
     start_epoch, step = 0, 0
     if args.resume:
-        for name in (HEAD_FILE, STATE_FILE):
-            if not (out / name).is_file():
-                raise ConfigError(f"--resume: {out / name} not found")
         head = load_head(out / HEAD_FILE, cfg.feature_channels())
         state = torch.load(out / STATE_FILE, map_location=device, weights_only=True)
         start_epoch, step = int(state["epoch"]), int(state["step"])
@@ -164,14 +157,14 @@ def run(args: argparse.Namespace) -> int:
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(state["optimizer"])
-    torch.manual_seed(args.seed + step)  # a resumed run does not replay the crops and noise of the first
-    generator = torch.Generator(device=device).manual_seed(args.seed + step)
-    loader = torch.utils.data.DataLoader(
+    generator = torch.Generator(device=device).manual_seed(args.seed + step)  # noise: not a replay after --resume
+    loader = shuffled_loader(
         PairCrops(list_pairs(args.pairs), args.size),
-        batch_size=args.batch_size, shuffle=True, drop_last=False, num_workers=args.workers, pin_memory=device.type == "cuda",
+        batch_size=args.batch_size, workers=args.workers, device=device, seed=args.seed + step,
     )
     log = LossLog(out / LOG_FILE, LOSS_TERMS)
     weights = {"w_ssim": args.w_ssim, "w_intensity": args.w_intensity, "w_texture": args.w_texture}
+    values: dict[str, float] | None = None
     with tqdm(total=args.epochs * len(loader), initial=start_epoch * len(loader), desc=TARGET, unit="step", dynamic_ncols=True) as bar:
         for epoch in range(start_epoch, args.epochs):
             for batch in loader:
@@ -181,9 +174,7 @@ def run(args: argparse.Namespace) -> int:
                     feats_ir = model.features(ir * 2 - 1, levels[0], noise[0])
                     feats_vi = model.features(vi * 2 - 1, levels[1], noise[1])
                 terms = fusion_loss(ir, vi, head(feats_ir, feats_vi), **weights)
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
+                optimise(optimizer, terms["loss"])
                 step += 1
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 log.write(step, values)
@@ -192,4 +183,5 @@ def run(args: argparse.Namespace) -> int:
             save_atomic(head_checkpoint(head), out / f"fuse_Epoch_{epoch}.model")
             save_atomic(head_checkpoint(head), out / HEAD_FILE)
             save_atomic({"epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict()}, out / STATE_FILE)
+    print(summary(out / HEAD_FILE, values["loss"] if values else None, step, "--epochs"))
     return 0

@@ -17,8 +17,6 @@ Outputs in ``--out``, in the authors' formats so either code base can read them:
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
@@ -26,10 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from fusion_ros.device import resolve_device
-from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.methods.dmfuse import (
     CONFIGS,
     N_TIMESTEP,
@@ -39,42 +34,15 @@ from fusion_ros.methods.dmfuse import (
     schedule_buffers,
     sqrt_alphas_cumprod_prev,
 )
+from fusion_ros.training._common import list_images, load_at_least, random_crop_box
+from fusion_ros.training._common import LossLog, add_run_arguments, optimise, save_atomic, shuffled_loader, start_run, summary
 
 TARGET = "dmfuse-ddpm"
 HELP = "DMFuse stage 1: train the diffusion U-Net (SR3 DDPM, cosine 2000 steps, L2 on noise) on natural images"
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GEN_FILE = "ddpm_gen.pth"
 OPT_FILE = "ddpm_opt.pth"
 LOG_FILE = "train_log.csv"
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted; an empty or missing folder is an error."""
-    if not folder.is_dir():
-        raise InputError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    return files
-
-
-def random_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
-    """Top-left corner of a random ``size``×``size`` box (torch RNG, so DataLoader workers differ)."""
-    top = int(torch.randint(0, height - size + 1, ()).item())
-    left = int(torch.randint(0, width - size + 1, ()).item())
-    return top, left
-
-
-def load_at_least(path: Path, mode: str, size: int) -> Image.Image:
-    """The image in ``mode`` ("RGB"/"L"), upscaled (bicubic) when its short side is below ``size``."""
-    with Image.open(path) as im:
-        im = im.convert(mode)
-    short = min(im.size)
-    if short < size:
-        scale = size / short
-        im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.BICUBIC)
-    return im
 
 
 class ImageCrops(torch.utils.data.Dataset):
@@ -106,27 +74,6 @@ def endless(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[tuple[i
         epoch += 1
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` through a temporary file, so an interrupted run never leaves a torn checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class LossLog:
-    """Appends (step, loss terms) rows to a CSV file, creating it with a header."""
-
-    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
-        self.path, self.columns = path, columns
-        if not path.exists():
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerow(("step",) + columns)
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([step] + [f"{values[c]:.6g}" for c in self.columns])
-
-
 def gaussian_diffusion_state(unet: SR3UNet) -> OrderedDict[str, torch.Tensor]:
     """The U-Net as the authors' ``GaussianDiffusion.state_dict()``: ``denoise_fn.*`` + schedule buffers."""
     state: OrderedDict[str, torch.Tensor] = OrderedDict(schedule_buffers(cosine_betas(N_TIMESTEP)))
@@ -146,24 +93,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grey", action="store_true", help="grey images replicated to 3 channels (the fusion's input domain)")
     parser.add_argument("--save-every", type=int, default=10_000, help="checkpoint interval in steps (the authors' 1e4)")
     parser.add_argument("--resume", action="store_true", help=f"continue from --out/{GEN_FILE} and {OPT_FILE}")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--workers", type=int, default=2, help="data loading processes (0 = in the main process)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of crops, noise levels and noise")
+    add_run_arguments(parser, seed=0, seed_help="seed of crops, noise levels and noise")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.size % 16 or args.size <= 0:
-        raise ConfigError(f"--size must be a positive multiple of 16, got {args.size}")
-    device = resolve_device(args.device)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    device = start_run(out, size=args.size, multiple=16, resume=args.resume, resume_files=(GEN_FILE, OPT_FILE), device=args.device)
     step, epoch = 0, 0
     if args.resume:
-        for name in (GEN_FILE, OPT_FILE):
-            if not (out / name).is_file():
-                raise ConfigError(f"--resume: {out / name} not found")
         unet = load_unet(out / GEN_FILE, CONFIGS[args.config]).requires_grad_(True).to(device)
         opt_state = torch.load(out / OPT_FILE, map_location=device, weights_only=True)
         step, epoch = int(opt_state["iter"]), int(opt_state["epoch"])
@@ -172,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
     optimizer = torch.optim.Adam(unet.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(opt_state["optimizer"])
-    torch.manual_seed(args.seed + step)  # a resumed run does not replay the crops and noise of the first
-    loader = torch.utils.data.DataLoader(
+    loader = shuffled_loader(
         ImageCrops(list_images(args.images), args.size, args.grey),
-        batch_size=args.batch_size, shuffle=True, drop_last=False, num_workers=args.workers, pin_memory=device.type == "cuda",
+        batch_size=args.batch_size, workers=args.workers, device=device, seed=args.seed + step,
     )
     sqrt_ac = sqrt_alphas_cumprod_prev(cosine_betas(N_TIMESTEP))
     log = LossLog(out / LOG_FILE, ("loss",))
@@ -186,14 +124,13 @@ def run(args: argparse.Namespace) -> int:
         save_atomic({"epoch": epoch, "iter": step, "scheduler": None, "optimizer": optimizer.state_dict()}, out / OPT_FILE)
 
     batches = endless(loader, epoch)
+    value: float | None = None
     with tqdm(total=args.iters, initial=step, desc=TARGET, unit="step", dynamic_ncols=True) as bar:
         while step < args.iters:
             epoch, x = next(batches)
             x = x.to(device, non_blocking=True)
             loss = ddpm_loss(unet, x, sqrt_ac)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimise(optimizer, loss)
             step += 1
             value = float(loss.detach())
             log.write(step, {"loss": value})
@@ -202,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             if step % args.save_every == 0:
                 save()
     save()
+    print(summary(out / GEN_FILE, value, step, "--iters"))
     return 0
 
 
