@@ -143,7 +143,8 @@ def parameter_table() -> list[ParamSpec]:
                   "echo` and rosbag record get every frame); restart to change", choices=_RELIABILITY, read_only=True),
         ParamSpec("output.depth", 5, "history depth of the fused publishers; restart to change", range=(1, 100), read_only=True),
         ParamSpec("torch_threads", 0, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (all cores). "
-                  "On small CPUs 1 leaves a core to the executor and DDS; restart to change", range=(0, 256), read_only=True),
+                  "Where other busy processes share the cores, use fewer: idle threads spin against them (2-core "
+                  "demo with bag player and recorder: pyramid 10 ms with 1 thread, 112 ms with 2); restart to change", range=(0, 256), read_only=True),
         ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),
     ] + _method_option_specs()
 
