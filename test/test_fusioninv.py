@@ -8,6 +8,7 @@ cannot hide a real difference.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -323,6 +324,59 @@ def test_fusioninv_rejects_bad_inputs_and_options() -> None:
         _method(steps=10, skip_steps=99)
 
 
+class _Terminal:
+    """A text stream that says it is a terminal (tqdm draws its bar only on one)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_fusioninv_cli_step_progress_hook_draws_on_terminals_only() -> None:
+    from fusion_ros.commands.fuse import step_progress
+
+    method = _method(steps=10)  # skip 1 of 10: 9 inversion + 9 denoising steps
+    ir, vis = _pair()
+    term, pipe_file = _Terminal(), _Terminal()
+    pipe_file.isatty = lambda: False  # type: ignore[method-assign]
+    for stream in (term, pipe_file):
+        with step_progress(method, "fusioninv steps", file=stream), torch.inference_mode():  # type: ignore[arg-type]
+            method.fuse(ir, vis)
+        assert method.progress is None  # the method's own (absent) callback is back
+    assert "fusioninv steps" in term.text and "18/18" in term.text
+    assert pipe_file.text == ""
+    with step_progress(object(), "no steps", file=term):  # type: ignore[arg-type]
+        pass  # a method without ``progress`` is left alone
+
+
+def test_fusioninv_cli_fuse_shows_step_progress(tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from fusion_ros.cli import main
+
+    _save_tiny(tmp_path)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8)).save(tmp_path / "ir.png")
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "vis.png")
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    out = tmp_path / "fused.png"
+    code = main(["fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"), "-o", str(out),
+                 "--method", "fusioninv", "--weights-dir", str(tmp_path), "--device", "cpu",
+                 "--opt", "steps=10", "--opt", "long_side=32"])
+    assert code == 0 and np.asarray(Image.open(out)).shape == (30, 40, 3)
+    assert "fusioninv steps" in term.text and "18/18" in term.text
+
+
 # --------------------------------------------------------------------------- weights, offline
 
 
@@ -394,6 +448,149 @@ def test_fusioninv_corrupt_weights_give_weights_error(tmp_path: Path, no_network
     with pytest.raises(WeightsError, match="stable-diffusion-v1-5"):
         _method(weights_dir=tmp_path, steps=10)
 
+
+
+# The original (LDM/CompVis) key names of an SD v1.x checkpoint, written from the diffusers model: the
+# inverse of diffusers' single-file conversion, which diffusers 0.42.1 does not ship. Restricted to what
+# SD v1.x uses (no class/addition embeddings); checked by the exact round trip in the tests below.
+_LDM_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+               ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+_LDM_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+                   "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+
+
+def _ldm_resnet(rest: str) -> str:
+    for new, old in _LDM_RESNET:
+        if rest.startswith(new + "."):
+            return old + rest[len(new):]
+    return rest
+
+
+def _ldm_unet_key(key: str, per_block: int, up_attention: list[bool]) -> str:
+    """diffusers UNet2DConditionModel key → ``input_blocks/middle_block/output_blocks`` key."""
+    import re
+
+    head, _, leaf = key.rpartition(".")
+    if head in _LDM_UNET_FIXED:
+        return f"{_LDM_UNET_FIXED[head]}.{leaf}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        i = 1 + int(m[1]) * (per_block + 1) + int(m[3])
+        return f"input_blocks.{i}.0.{_ldm_resnet(m[4])}" if m[2] == "resnets" else f"input_blocks.{i}.1.{m[4]}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{1 + int(m[1]) * (per_block + 1) + per_block}.0.op.{m[2]}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(m[1])}.{_ldm_resnet(m[2])}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        i = int(m[1]) * (per_block + 1) + int(m[3])
+        return f"output_blocks.{i}.0.{_ldm_resnet(m[4])}" if m[2] == "resnets" else f"output_blocks.{i}.1.{m[4]}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        b = int(m[1])
+        return f"output_blocks.{b * (per_block + 1) + per_block}.{2 if up_attention[b] else 1}.conv.{m[2]}"
+    raise KeyError(f"no LDM name for UNet key {key}")
+
+
+def _ldm_vae_key(key: str, levels: int) -> str:
+    """diffusers AutoencoderKL key → ``encoder.down.i.block.j`` / ``decoder.up.(n-1-i)`` / ``mid.attn_1`` key."""
+    import re
+
+    key = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    key = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", key)
+    key = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", key)
+    key = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m[1])}.block.", key)
+    key = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m[1])}.upsample.", key)
+    key = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", key)
+    for new, old in (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")):
+        key = key.replace(f"mid_block.attentions.0.{new}.", f"mid.attn_1.{old}.")
+    return key
+
+
+def _ldm_checkpoint(parts: dict[str, object]) -> dict[str, torch.Tensor]:
+    """The tiny pipeline as one original-format SD v1.x state dict (VAE attention as 1×1 convolutions)."""
+    unet, vae, text = parts["unet"], parts["vae"], parts["text_encoder"]
+    up_attention = [t.startswith("CrossAttn") for t in unet.config.up_block_types]  # type: ignore[attr-defined]
+    out = {f"model.diffusion_model.{_ldm_unet_key(k, unet.config.layers_per_block, up_attention)}": v  # type: ignore[attr-defined]
+           for k, v in unet.state_dict().items()}  # type: ignore[attr-defined]
+    for k, v in vae.state_dict().items():  # type: ignore[attr-defined]
+        name = _ldm_vae_key(k, len(vae.config.up_block_types))  # type: ignore[attr-defined]
+        out[f"first_stage_model.{name}"] = v[:, :, None, None] if ".attn_1." in name and v.ndim == 2 else v
+    out.update({f"cond_stage_model.transformer.text_model.{k.removeprefix('text_model.')}": v
+                for k, v in text.state_dict().items()})  # type: ignore[attr-defined]
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def _save_single_file(root: Path, suffix: str, drop: str = "") -> tuple[dict[str, object], Path]:
+    """The tiny pipeline as ``stable-diffusion-v1-5/tiny<suffix>`` beside model_index.json and the
+    components' JSON configs and tokenizer files only (what a user places next to an original checkpoint)."""
+    parts = fi.tiny_components(seed=0)
+    sd = root / fi.SD_FOLDER
+    diffusers.StableDiffusionPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    ).save_pretrained(sd)
+    for weights in sd.glob("*/*.safetensors"):
+        weights.unlink()
+    # As in SD v1.5's model_index.json: PNDM scheduler, safety checker and feature extractor listed
+    # although their folders are absent (the loader passes None for both).
+    index = json.loads((sd / "model_index.json").read_text())
+    index.update(scheduler=["diffusers", "PNDMScheduler"], safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"], requires_safety_checker=True)
+    (sd / "model_index.json").write_text(json.dumps(index))
+    state = {k: v for k, v in _ldm_checkpoint(parts).items() if not (drop and k.startswith(drop))}
+    path = sd / f"tiny{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:  # the CompVis .ckpt layout: a torch pickle {"state_dict": ..., "global_step": ...}
+        torch.save({"state_dict": state, "global_step": 1}, path)
+    return parts, path
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_fusioninv_loads_single_file_checkpoint_offline(tmp_path: Path, no_network: None, suffix: str) -> None:
+    parts, path = _save_single_file(tmp_path, suffix)
+    assert sorted(p.name for p in path.parent.rglob("*") if p.suffix in (".safetensors", ".ckpt", ".bin")) == [path.name]
+    assert fi.FusionINV.unavailable_reason(tmp_path) is None
+    torch.manual_seed(1234)  # freshly built modules differ from the saved ones unless the file is loaded
+    loaded = _method(weights_dir=tmp_path, steps=10)
+    for name in ("unet", "vae"):
+        got, want = getattr(loaded.pipeline, name).state_dict(), parts[name].state_dict()  # type: ignore[attr-defined]
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+    reference = fi.FusionINVPipeline.from_components(
+        parts["unet"], parts["vae"], parts["scheduler"], parts["tokenizer"], parts["text_encoder"]
+    )
+    assert torch.equal(loaded.pipeline.prompt_embeds, reference.prompt_embeds)  # the CLIP text model, via its output
+
+
+def test_fusioninv_single_file_configs_missing_are_named(tmp_path: Path) -> None:
+    _, path = _save_single_file(tmp_path, ".safetensors")
+    (path.parent / "model_index.json").unlink()
+    (path.parent / "unet" / "config.json").unlink()
+    reason = fi.FusionINV.unavailable_reason(tmp_path) or ""
+    assert "model_index.json" in reason and "unet/config.json" in reason
+    assert "unet/diffusion_pytorch_model.safetensors" not in reason  # the single file holds the weights
+
+
+def test_fusioninv_complete_diffusers_folder_wins_over_a_top_level_checkpoint(tmp_path: Path, no_network: None) -> None:
+    parts = _save_tiny(tmp_path)  # a full SD v1.5 download also has v1-5-pruned-emaonly.safetensors at the top
+    (tmp_path / fi.SD_FOLDER / "v1-5-pruned-emaonly.safetensors").write_bytes(b"not read")
+    loaded = _method(weights_dir=tmp_path, steps=10)
+    assert torch.equal(loaded.pipeline.unet.conv_in.weight, parts["unet"].conv_in.weight)  # type: ignore[attr-defined]
+
+
+def test_fusioninv_incomplete_single_file_is_weights_error(tmp_path: Path, no_network: None) -> None:
+    from fusion_ros.errors import WeightsError
+
+    # Without the check diffusers would load this with the missing decoder left at random weights.
+    _save_single_file(tmp_path, ".safetensors", drop="first_stage_model.decoder.up.0.")
+    with pytest.raises(WeightsError, match=r"vae has \d+ of \d+ tensors"):
+        _method(weights_dir=tmp_path, steps=10)
+    _, path = _save_single_file(tmp_path / "corrupt", ".ckpt")
+    path.write_bytes(b"not a torch pickle")
+    with pytest.raises(WeightsError, match="tiny.ckpt"):
+        _method(weights_dir=tmp_path / "corrupt", steps=10)
 
 
 def test_fusioninv_missing_diffusers_is_a_dependency_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

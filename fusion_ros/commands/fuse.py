@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from pathlib import Path
+from typing import IO, Any, Iterator
 
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import Fuser
@@ -25,6 +28,34 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--opt expects NAME=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+@contextlib.contextmanager
+def step_progress(method: Any, desc: str, file: IO[str] | None = None) -> Iterator[None]:
+    """While the block runs, feed a tqdm bar on ``file`` (default stderr) from ``method.progress(done, total)``.
+
+    Only methods that report their steps have a ``progress`` attribute (the diffusion methods, whose one
+    pair takes minutes); others are left alone. As tqdm's ``disable=None``, the bar is drawn only on a
+    terminal, so logs and captured output stay clean. The method's previous callback is restored after.
+    """
+    if not hasattr(method, "progress"):
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="step", file=file or sys.stderr, disable=None, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    previous = method.progress
+    method.progress = update
+    try:
+        yield
+    finally:
+        method.progress = previous
+        bar.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         homography=args.homography,
     )
     start = time.perf_counter()
-    fused = fuser(ir, vis)
+    with step_progress(fuser.method, f"{args.method} steps"):
+        fused = fuser(ir, vis)
     ms = (time.perf_counter() - start) * 1000
     write_image(args.output, fused)
     print(f"{args.output} ({fused.shape[1]}x{fused.shape[0]}, {args.method} on {fuser.device}, {ms:.1f} ms)")

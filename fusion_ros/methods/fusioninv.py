@@ -55,6 +55,7 @@ import importlib.util
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
@@ -702,9 +703,42 @@ def _component_missing(root: Path, weights: bool) -> list[str]:
 
 
 def _single_file(root: Path) -> Path | None:
-    """The single SD checkpoint in ``root`` (``*.safetensors`` or ``*.ckpt`` at its top level), if exactly one."""
+    """The single SD checkpoint in ``root`` (``*.safetensors`` or ``*.ckpt`` at its top level), if exactly
+    one and the diffusers weights are incomplete: a full download of the SD v1.5 repository has both, and
+    its diffusers folders are then the ones used."""
     found = sorted(p for p in root.glob("*") if p.suffix in (".safetensors", ".ckpt") and p.is_file()) if root.is_dir() else []
-    return found[0] if len(found) == 1 else None
+    return found[0] if len(found) == 1 and _component_missing(root, weights=True) else None
+
+
+#: Key prefixes of the parts of an original (LDM/CompVis) SD v1.x checkpoint. Their tensors map one to
+#: one onto the diffusers UNet / VAE / CLIP text model (the CLIP part may carry an extra position_ids buffer).
+_LDM_PARTS = {"unet": ("model.diffusion_model.",), "vae": ("first_stage_model.", "vae."),
+              "text_encoder": ("cond_stage_model.transformer.",)}
+
+
+def _checkpoint_keys(path: Path) -> list[str]:
+    """Tensor names of a single-file checkpoint, without reading its tensors where the format allows."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    return [k for k, v in obj.items() if isinstance(v, torch.Tensor)] if isinstance(obj, dict) else []
+
+
+def _single_file_shortfall(keys: list[str], parts: dict[str, torch.nn.Module]) -> list[str]:
+    """Parts the checkpoint has fewer tensors for than the model has: diffusers' ``from_single_file``
+    loads with ``strict=False`` and would leave those weights at random initialisation without a word."""
+    short = []
+    for name, model in parts.items():
+        have = sum(k.startswith(_LDM_PARTS[name]) for k in keys)
+        need = len(model.state_dict())
+        if have < need:
+            short.append(f"{name} has {have} of {need} tensors (prefix {_LDM_PARTS[name][0]})")
+    return short
 
 
 def unavailable_reason(weights_dir: Path, vae: str = "sd") -> str | None:
@@ -720,8 +754,9 @@ def unavailable_reason(weights_dir: Path, vae: str = "sd") -> str | None:
     if missing:
         return (
             f"Stable Diffusion v1.5 not found in {root}/: missing {', '.join(missing)} (put the diffusers folder of "
-            "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 there, or one .safetensors/.ckpt "
-            "checkpoint beside its JSON configs and tokenizer files; see weights/README.md)"
+            "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 there, or one original .safetensors/.ckpt "
+            "checkpoint beside its model_index.json, */config.json, scheduler/scheduler_config.json and tokenizer/ "
+            "files; see weights/README.md)"
         )
     if vae == "taesd":
         tdir = weights_dir / TAESD_FOLDER
@@ -751,6 +786,7 @@ def load_pipeline(
         raise MethodUnavailableError(f"method 'fusioninv' is unavailable: {reason}")
     diffusers = _require_diffusers()
     import transformers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     root = weights_dir / SD_FOLDER
     common = {"local_files_only": True, "torch_dtype": dtype}
@@ -767,18 +803,27 @@ def load_pipeline(
                     root / "text_encoder", use_safetensors=True, local_files_only=True, dtype=dtype
                 )
             else:
+                # config=<local folder> keeps diffusers (0.42.1) off the hub: without it, it fetches the SD
+                # v1.5 configs even with local_files_only, and original_config= still fetches the tokenizer.
                 pipe = diffusers.StableDiffusionPipeline.from_single_file(
                     str(single), config=str(root), safety_checker=None, feature_extractor=None,
                     requires_safety_checker=False, **common,
                 )
                 unet, sd_vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
+                short = _single_file_shortfall(
+                    _checkpoint_keys(single), {"unet": unet, "vae": sd_vae, "text_encoder": text_encoder}
+                )
+                if short:
+                    raise WeightsError(f"{single} is not a complete SD v1.x checkpoint: {'; '.join(short)}")
             tokenizer = transformers.CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
             scheduler = diffusers.DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
             chosen_vae = (
                 diffusers.AutoencoderTiny.from_pretrained(weights_dir / TAESD_FOLDER, use_safetensors=True, **common)
                 if vae == "taesd" else sd_vae
             )
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except WeightsError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(f"cannot load Stable Diffusion v1.5 from {root}: {first}") from None
     unet.to(device)
@@ -872,7 +917,8 @@ class FusionINV(FusionMethod):
     Options = FusionINVOptions
     color_space = "rgb"
     weights_key = "fusioninv"
-    cost = "SD v1.5, 100 steps: 180 UNet passes (450 images)/pair; CPU estimate ~9 h/pair at 672x528 on 2 busy cores: use a GPU"
+    cost = ("SD v1.5, 100 steps: 180 UNet passes (450 images)/pair; 2-core CPU estimate at 672x528: 9 h/pair "
+            "measured under load, ~3 h unloaded: use a GPU")
 
     #: Optional ``progress(done, total)`` called after every diffusion step of :meth:`fuse` (the CLI's
     #: progress bar); it may raise to abort a frame.
