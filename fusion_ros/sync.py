@@ -170,10 +170,9 @@ class ApproximateTimeSynchronizer(Generic[T]):
 
     @slop_s.setter
     def slop_s(self, value: float) -> None:
-        if not value > 0.0:
-            raise ConfigError(f"sync slop must be > 0 seconds, got {value!r}")
+        ns = self._positive_ns("slop", value)
         with self._lock:
-            self._slop_ns = max(1, round(value * 1e9))
+            self._slop_ns = ns
 
     @property
     def jump_back_s(self) -> float:
@@ -181,10 +180,16 @@ class ApproximateTimeSynchronizer(Generic[T]):
 
     @jump_back_s.setter
     def jump_back_s(self, value: float) -> None:
-        if not value > 0.0:
-            raise ConfigError(f"sync jump_back_s must be > 0 seconds, got {value!r}")
+        ns = self._positive_ns("jump_back_s", value)
         with self._lock:
-            self._jump_ns = max(1, round(value * 1e9))
+            self._jump_ns = ns
+
+    @staticmethod
+    def _positive_ns(name: str, seconds: float) -> int:
+        """``seconds`` as whole nanoseconds (at least 1); a setting that is not > 0 is refused."""
+        if not seconds > 0.0:
+            raise ConfigError(f"sync {name} must be > 0 seconds, got {seconds!r}")
+        return max(1, round(seconds * 1e9))
 
     # -- counters ------------------------------------------------------------------------------
 

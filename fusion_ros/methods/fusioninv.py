@@ -917,8 +917,7 @@ class FusionINV(FusionMethod):
     Options = FusionINVOptions
     color_space = "rgb"
     weights_key = "fusioninv"
-    cost = ("SD v1.5, 100 steps: 180 UNet passes (450 images)/pair; 2-core CPU estimate at 672x528: 9 h/pair "
-            "measured under load, ~3 h unloaded: use a GPU")
+    cost = "SD v1.5, 100 steps: 180 UNet passes (450 images)/pair; ~1.2 h/pair at 672x528 on 2 CPU cores: use a GPU"
 
     #: Optional ``progress(done, total)`` called after every diffusion step of :meth:`fuse` (the CLI's
     #: progress bar); it may raise to abort a frame.

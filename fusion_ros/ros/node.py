@@ -19,7 +19,7 @@ import array
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -283,25 +283,21 @@ class FusionNode(Node):
             self.worker.offer(job)
 
     def _on_thermal(self, msg: Image) -> None:
-        start = time.perf_counter()
-        self.stats.inputs[THERMAL].tick()
-        try:
-            thermal = thermal_from_msg(msg)
-        except InputError as err:
-            self._bad_input("thermal", err)
-            return
-        self._add(THERMAL, msg.header, thermal)
-        self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
+        self._on_image(THERMAL, msg, thermal_from_msg)
 
     def _on_rgb(self, msg: Image) -> None:
+        self._on_image(RGB, msg, visible_from_msg)
+
+    def _on_image(self, stream: str, msg: Image, decode: Callable[[Image], Any]) -> None:
+        """Decode one raw image of ``stream`` and hand it to the synchronizer; a bad one is counted and logged."""
         start = time.perf_counter()
-        self.stats.inputs[RGB].tick()
+        self.stats.inputs[stream].tick()
         try:
-            visible = visible_from_msg(msg)
+            image = decode(msg)
         except InputError as err:
-            self._bad_input("rgb", err)
+            self._bad_input(stream, err)
             return
-        self._add(RGB, msg.header, visible)
+        self._add(stream, msg.header, image)
         self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
 
     def _on_rgb_compressed(self, msg: CompressedImage) -> None:
