@@ -649,7 +649,7 @@ class DeFusion(FusionMethod):
     Options = DeFusionOptions
     color_space = "luma"
     weights_key = "defusion"
-    cost = "~0.5 s / 256x256, ~2.1 s / 640x480 pair on 2 CPU cores (fp32, bit-exact)"
+    cost = "~0.5 s / 256x256, ~2.3 s / 640x480 pair on 2 CPU cores (fp32, bit-exact)"
 
     def __init__(
         self,
