@@ -44,13 +44,18 @@ def default_weights_dir() -> Path:
     """The weights folder used when none is given.
 
     ``$FUSION_ROS_WEIGHTS_DIR`` if set, else the checkout's ``weights/`` when running from source,
-    else ``share/fusion_ros/weights`` of the install prefix.
+    else ``./weights`` when the current folder is a fusion_ros checkout (``make`` installs the package
+    into ``.venv`` as a regular install, and its users put the files in the checkout's ``weights/`` as
+    the README says), else ``share/fusion_ros/weights`` of the install prefix.
     """
     env = os.environ.get("FUSION_ROS_WEIGHTS_DIR")
     if env:
         return Path(env).expanduser()
     if (_SOURCE_WEIGHTS / "manifest.toml").is_file():
         return _SOURCE_WEIGHTS
+    here = Path.cwd() / "weights"
+    if (here / "manifest.toml").is_file() and (Path.cwd() / "package.xml").is_file():
+        return here
     for share in _share_dirs():
         if (share / "weights").is_dir():
             return share / "weights"

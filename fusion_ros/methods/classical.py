@@ -102,9 +102,9 @@ class PyramidFusion(FusionMethod):
     """Laplacian pyramid, local-energy choose-max details, saliency-weighted base (the default)."""
 
     name = "pyramid"
-    description = "Laplacian pyramid, max-detail + thermal-saliency base; RGB look kept (default, weight-free)"
+    description = "Laplacian pyramid, local-energy detail choice + thermal-saliency base; RGB look kept (default, weight-free)"
     Options = PyramidOptions
-    cost = "~5 ms / 640x512 pair on 2 CPU cores"
+    cost = "~5 ms / 640x512 pair on 2 CPU cores (colour and thermal conversion included)"
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         opts: PyramidOptions = self.options
@@ -138,7 +138,7 @@ class AverageFusion(FusionMethod):
     class Options:
         ir_weight: float = option(0.5, "weight of the thermal image", range=(0.0, 1.0))
 
-    cost = "<1 ms / 640x512 pair on 2 CPU cores"
+    cost = "~3 ms / 640x512 pair on 2 CPU cores (colour and thermal conversion included)"
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         return torch.lerp(vis, ir, self.options.ir_weight)
@@ -150,7 +150,7 @@ class MaxFusion(FusionMethod):
 
     name = "max"
     description = "per-pixel maximum of thermal and visible luminance (baseline)"
-    cost = "<1 ms / 640x512 pair on 2 CPU cores"
+    cost = "~3 ms / 640x512 pair on 2 CPU cores (colour and thermal conversion included)"
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         return torch.maximum(ir, vis)

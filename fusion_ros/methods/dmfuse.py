@@ -948,7 +948,7 @@ class DMFuse(FusionMethod):
     Options = DMFuseOptions
     color_space = "luma"
     weights_key = "dmfuse"
-    cost = "~17 s, 1.8 GB peak / 640x512 pair on 2 CPU cores (6 U-Net passes + head); GPU advised"
+    cost = "~15 s, 1.7 GB peak / 640x512 pair on 2 CPU cores (6 U-Net passes + head); GPU advised"
 
     #: Files inside the weights folder (as in ``weights/manifest.toml``).
     HEAD_FILE = "dmfuse/model.model"
