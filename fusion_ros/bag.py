@@ -26,7 +26,7 @@ import numpy as np
 from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.ros.convert import VisibleImage, encode_visible, thermal_from_msg, visible_from_msg
-from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer
+from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
 __all__ = [
     "DEFAULT_FUSED_TOPIC",
@@ -105,11 +105,6 @@ def deserialize(raw: bytes | memoryview, msgtype: str) -> Any:
 def stamp_ns(msg: Any) -> int:
     """``header.stamp`` in integer nanoseconds (what the synchronizer compares)."""
     return header_stamp_ns(msg.header)
-
-
-def header_stamp_ns(header: Any) -> int:
-    """A ``std_msgs/Header``'s stamp in integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
@@ -284,7 +279,7 @@ def expected_pairs(
     out: list[tuple[int, int]] = []
     for m in read_messages(path, [thermal_topic, rgb_topic]):
         stream = THERMAL if m.topic == thermal_topic else RGB
-        for pair in sync.add(stream, stamp_ns(m.decode()), None):
+        for pair in sync.add(stream, cdr_header(m.raw)[0], None):  # the stamp without decoding the image
             out.append((pair.thermal_stamp_ns, pair.rgb_stamp_ns))
     return out
 
@@ -312,21 +307,6 @@ class _Pending:
     visible: VisibleImage
     header: Any
     raw: bytes | None = None
-
-
-def _fuse_batch(fuser: Any, batch: list[_Pending]) -> list[np.ndarray]:
-    """Fuse pairs of equal size in one :meth:`Fuser.fuse_tensor` call (thermal windows in order)."""
-    import torch
-
-    if len(batch) == 1:
-        return [fuser(batch[0].thermal, batch[0].visible.rgb)]
-    with torch.inference_mode():
-        ir = torch.cat([fuser.thermal(p.thermal, fuser.device, fuser.dtype) for p in batch])
-        vis = torch.from_numpy(np.stack([p.visible.rgb for p in batch]))
-        vis = vis.reshape(*vis.shape[:3], -1).permute(0, 3, 1, 2)  # (B,C,H,W) uint8
-        out = fuser.fuse_tensor(ir, vis.to(fuser.device, fuser.dtype).div_(255.0))
-        out = out.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B,H,W,C)
-    return [o.reshape(p.visible.rgb.shape) for o, p in zip(out, batch)]
 
 
 def process_bag(
@@ -402,7 +382,8 @@ def process_bag(
     def flush(writer: Any, conns: dict[str, Any]) -> None:
         if batch:
             for group in _same_size_groups(batch):
-                for p, fused in zip(group, _fuse_batch(fuser, group)):
+                frames = fuser.fuse_arrays([p.thermal for p in group], [p.visible.rgb for p in group])  # one model call
+                for p, fused in zip(group, frames):
                     enc = encode_visible(fused, p.visible)
                     msg = _typestore().types[IMAGE_MSGTYPE](
                         header=p.header, height=enc.height, width=enc.width, encoding=enc.encoding,

@@ -7,11 +7,12 @@ import torch
 
 from fusion_ros.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "array_to_device", "resolve_device", "resolve_dtype"]
+__all__ = ["DEVICE_CHOICES", "DTYPES", "PRECISION_CHOICES", "array_to_device", "resolve_device", "resolve_dtype"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Precision names of the `precision` option and their torch dtypes.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -38,11 +39,11 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     name = precision.strip().lower()
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
+    if name not in DTYPES:
         raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")
     if name != "fp32" and device.type == "cpu":
         raise ConfigError(f"precision {name} needs a CUDA device; use fp32 (or auto) on CPU")
-    return _DTYPES[name]
+    return DTYPES[name]
 
 
 def array_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -19,11 +19,11 @@ from fusion_ros.errors import InputError, MethodUnavailableError
 from fusion_ros.methods.base import FusionMethod
 from fusion_ros.options import build_options
 from fusion_ros.registration import Registration
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class
+from fusion_ros.registry import DEFAULT_METHOD, get_method_class, method_unavailable_reason
 from fusion_ros.thermal import THERMAL_DTYPES, ThermalConfig, ThermalNormalizer
 from fusion_ros.weights import default_weights_dir
 
-__all__ = ["Fuser", "create_method"]
+__all__ = ["Fuser", "check_visible", "create_method", "fused_arrays", "visible_planes"]
 
 
 def create_method(
@@ -39,23 +39,19 @@ def create_method(
     cls = get_method_class(name)
     wdir = Path(weights_dir) if weights_dir else default_weights_dir()
     opts = build_options(cls.Options, options, name)
-    # An explicit checkpoint file (the `weights` option, CLI --weights) replaces the manifest's files:
-    # the method itself loads it and raises WeightsError if it is missing or does not match.
-    if not random_init and not (options or {}).get("weights"):
-        reason = cls.unavailable_reason(wdir)
-        if reason:
-            raise MethodUnavailableError(f"method {name!r} is unavailable: {reason}")
+    reason = None if random_init else method_unavailable_reason(cls, wdir, options)
+    if reason:
+        raise MethodUnavailableError(f"method {name!r} is unavailable: {reason}")
     return cls(opts, device, dtype, wdir, random_init=random_init)
 
 
-def _check_visible(visible: np.ndarray) -> None:
+def check_visible(visible: np.ndarray) -> None:
+    """Raise :class:`InputError` unless ``visible`` is a non-empty uint8 (H,W), (H,W,1) or (H,W,3) array."""
     if not isinstance(visible, np.ndarray):
         raise InputError(f"visible image must be a numpy array, not {type(visible).__name__}")
     if visible.dtype != np.uint8:
         raise InputError(f"visible image must be uint8, not {visible.dtype}")
-    if visible.ndim == 3 and visible.shape[2] == 1:
-        return
-    if visible.ndim not in (2, 3) or (visible.ndim == 3 and visible.shape[2] != 3):
+    if visible.ndim not in (2, 3) or (visible.ndim == 3 and visible.shape[2] not in (1, 3)):
         raise InputError(f"visible image must be HxW (grey) or HxWx3 (RGB), got shape {visible.shape}")
     if visible.shape[0] == 0 or visible.shape[1] == 0:
         raise InputError(f"visible image is empty (shape {visible.shape})")
@@ -69,10 +65,28 @@ def _check_thermal(thermal: np.ndarray) -> np.ndarray:
     if thermal.ndim != 2:
         raise InputError(f"thermal image must be HxW (one channel), got shape {thermal.shape}")
     if thermal.dtype not in THERMAL_DTYPES:
-        raise InputError(f"thermal image must be uint8, uint16 or float32 temperatures, not {thermal.dtype}")
+        raise InputError(f"thermal image must be uint8, uint16 or float32/float64 temperatures, not {thermal.dtype}")
     if thermal.size == 0:
         raise InputError(f"thermal image is empty (shape {thermal.shape})")
     return thermal
+
+
+def visible_planes(visibles: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Same-size uint8 frames, (H,W,3) RGB or (H,W) / (H,W,1) grey → (B,C,H,W) in [0,1] on ``device``.
+
+    Planar before any float work: the per-channel maths then runs on contiguous planes, ~3× faster
+    than on the interleaved layout (transposing the uint8 bytes costs ~0.1 ms).
+    """
+    arr = visibles[0][None] if len(visibles) == 1 else np.stack(visibles)  # one frame: a view, no copy
+    vis = array_to_device(arr, device)
+    vis = vis.reshape(*vis.shape[:3], -1).permute(0, 3, 1, 2).contiguous()
+    return vis.to(dtype).div_(255.0)
+
+
+def fused_arrays(fused: torch.Tensor) -> np.ndarray:
+    """(B,C,H,W) in [0,1] → (B,H,W,C) uint8 on the host."""
+    out = fused.mul(255.0).round_().to(torch.uint8)
+    return torch.stack(out.unbind(1), dim=-1).cpu().numpy()  # faster than permute().contiguous()
 
 
 class Fuser:
@@ -157,14 +171,19 @@ class Fuser:
         Returns:
             The fused image with ``visible``'s shape and dtype.
         """
-        thermal = _check_thermal(thermal)
-        _check_visible(visible)
-        ir = self.thermal(thermal, self.device, self.dtype)
-        vis = array_to_device(visible, self.device)
-        # Planar (1,C,H,W) before any float work: the per-channel maths then runs on contiguous planes,
-        # ~3× faster than on the interleaved layout (transposing the uint8 bytes costs ~0.1 ms).
-        vis = vis.reshape(vis.shape[0], vis.shape[1], -1).permute(2, 0, 1).contiguous()[None]
-        out = self.fuse_tensor(ir, vis.to(self.dtype).div_(255.0))
-        out = out.mul_(255.0).round_().to(torch.uint8)[0]
-        out = torch.stack(out.unbind(0), dim=-1)  # back to (H,W,C); faster than permute().contiguous()
-        return out.cpu().numpy().reshape(visible.shape)
+        return self.fuse_arrays([thermal], [visible])[0]
+
+    @torch.inference_mode()
+    def fuse_arrays(self, thermals: Sequence[np.ndarray], visibles: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Fuse several pairs of one size in one model call (offline bag fusion); as :meth:`__call__`
+        per pair. The thermal frames are normalised in order, so a smoothed window runs as frame by frame."""
+        if len(thermals) != len(visibles) or not visibles:
+            raise InputError(f"fuse_arrays needs as many thermal as visible frames (at least one), got {len(thermals)} and {len(visibles)}")
+        thermals = [_check_thermal(t) for t in thermals]
+        for visible in visibles:
+            check_visible(visible)
+        if len({t.shape for t in thermals}) > 1 or len({v.shape for v in visibles}) > 1:
+            raise InputError("fuse_arrays needs frames of one size per camera; fuse other sizes in another call")
+        ir = torch.cat([self.thermal(t, self.device, self.dtype) for t in thermals])
+        out = fused_arrays(self.fuse_tensor(ir, visible_planes(visibles, self.device, self.dtype)))
+        return [o.reshape(v.shape) for o, v in zip(out, visibles)]

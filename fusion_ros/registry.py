@@ -10,10 +10,19 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from fusion_ros.errors import ConfigError, UnknownMethodError
 
-__all__ = ["DEFAULT_METHOD", "MethodInfo", "get_method_class", "list_methods", "method_names", "register_method"]
+__all__ = [
+    "DEFAULT_METHOD",
+    "MethodInfo",
+    "get_method_class",
+    "list_methods",
+    "method_names",
+    "method_unavailable_reason",
+    "register_method",
+]
 
 #: The method the node and CLI use when none is named: weight-free, so it works with no download.
 DEFAULT_METHOD = "pyramid"
@@ -71,15 +80,41 @@ class MethodInfo:
     cost: str
 
 
-def list_methods(weights_dir: Path | None = None) -> list[MethodInfo]:
-    """Every registered method with its availability under ``weights_dir`` (default: :func:`default_weights_dir`)."""
+def method_unavailable_reason(cls: type, weights_dir: Path, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why method ``cls`` cannot be built here with ``options``, or ``None``: the one availability rule of
+    the Fuser, the node's parameter checks, ``fusion-ros methods`` and the comparison page.
+
+    An explicit checkpoint file (the ``weights`` option, CLI ``--weights``) replaces the manifest's
+    files: the method loads it itself and raises ``WeightsError`` if it is missing or does not match.
+    A check that itself fails (a broken manifest entry, a dependency that crashes on import) is a
+    reason, not a crash.
+    """
+    if (options or {}).get("weights"):
+        return None
+    try:
+        return cls.unavailable_reason(weights_dir)
+    except Exception as err:  # noqa: BLE001 - one broken method must not take the others down
+        return f"its availability cannot be checked ({type(err).__name__}: {err})"
+
+
+def list_methods(weights_dir: Path | None = None, *, survive_broken: bool = False) -> list[MethodInfo]:
+    """Every registered method with its availability under ``weights_dir`` (default: :func:`default_weights_dir`).
+
+    A method whose availability check itself fails raises, unless ``survive_broken``: then it is
+    listed as unavailable with that error as the reason (the comparison page must not go down).
+    """
     from fusion_ros.weights import default_weights_dir, manifest
 
     wdir = weights_dir or default_weights_dir()
     rows = []
     for name in method_names():
         cls = _REGISTRY[name]
-        files = tuple(manifest()[cls.weights_key]["files"]) if cls.weights_key else ()
-        reason = cls.unavailable_reason(wdir)
-        rows.append(MethodInfo(name, cls.description, bool(files), files, reason is None, reason or "", cls.cost))
+        reason = method_unavailable_reason(cls, wdir) if survive_broken else cls.unavailable_reason(wdir)
+        try:
+            files = tuple(manifest()[cls.weights_key]["files"]) if cls.weights_key else ()
+        except Exception:  # noqa: BLE001 - only reached with survive_broken: the broken entry is the reason
+            if not survive_broken:
+                raise
+            files = ()
+        rows.append(MethodInfo(name, cls.description, cls.weights_key is not None, files, reason is None, reason or "", cls.cost))
     return rows

@@ -22,12 +22,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fusion_ros.errors import ConfigError
 
 __all__ = [
     "DROP_REASONS",
+    "header_stamp_ns",
     "NO_PARTNER",
     "OUT_OF_ORDER",
     "QUEUE_OVERFLOW",
@@ -62,6 +63,11 @@ DROP_REASONS = (NO_PARTNER, QUEUE_OVERFLOW, SUPERSEDED, OUT_OF_ORDER, TIME_JUMP)
 _GAP_HISTORY = 8
 
 T = TypeVar("T")
+
+
+def header_stamp_ns(header: Any) -> int:
+    """A ``std_msgs/Header``'s stamp in integer nanoseconds, the unit the synchronizer compares."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 @dataclass(frozen=True)

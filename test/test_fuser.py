@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -145,11 +147,37 @@ def test_size_mismatch_resizes_with_one_warning() -> None:
         (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8), "HxWx3"),
         (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), "must be uint8"),
         (np.zeros((4, 4), np.uint8), [[0]], "numpy array"),
+        (np.zeros((4, 4), np.uint8), np.zeros((0, 4, 1), np.uint8), "empty"),
     ],
 )
 def test_bad_inputs_raise_input_error(ir: np.ndarray, vis: np.ndarray, match: str) -> None:
     with pytest.raises(InputError, match=match):
         Fuser("pyramid", device="cpu")(ir, vis)
+
+
+def test_fuse_arrays_is_the_pairwise_fusion_in_one_call() -> None:
+    rng = np.random.default_rng(3)
+    irs = [rng.integers(0, 65535, (24, 32), dtype=np.uint16) for _ in range(3)]
+    viss = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
+    batched = Fuser("pyramid", device="cpu").fuse_arrays(irs, viss)
+    single = Fuser("pyramid", device="cpu")
+    for ir, vis, out in zip(irs, viss, batched):
+        assert out.shape == vis.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - single(ir, vis)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("irs", "viss", "match"),
+    [
+        ([], [], "at least one"),
+        ([np.zeros((4, 4), np.uint8)], [np.zeros((4, 4), np.uint8)] * 2, "as many"),
+        ([np.zeros((4, 4), np.uint8)] * 2, [np.zeros((4, 4), np.uint8), np.zeros((4, 6), np.uint8)], "one size"),
+        ([np.zeros((4, 4), np.uint8), np.zeros((4, 6), np.uint8)], [np.zeros((4, 4), np.uint8)] * 2, "one size"),
+    ],
+)
+def test_fuse_arrays_refuses_mismatched_batches(irs: list, viss: list, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        Fuser("pyramid", device="cpu").fuse_arrays(irs, viss)
 
 
 def test_luma_is_bt601() -> None:
@@ -165,3 +193,19 @@ def test_laplacian_pyramid_reconstructs_exactly(size: tuple[int, int]) -> None:
     bands = laplacian_pyramid(x, 5)
     torch.testing.assert_close(reconstruct(bands), x)
     assert bands[-1].shape[-1] >= 1
+
+
+def test_one_availability_rule(tmp_path: Path) -> None:
+    """An explicit checkpoint file replaces the manifest's files; a crashing check is a reason, not a crash."""
+    from fusion_ros.registry import get_method_class, method_unavailable_reason
+
+    defusion = get_method_class("defusion")
+    assert "missing weights" in method_unavailable_reason(defusion, tmp_path)
+    assert method_unavailable_reason(defusion, tmp_path, {"weights": str(tmp_path / "mine.pth")}) is None
+
+    class Broken:
+        @classmethod
+        def unavailable_reason(cls, weights_dir: Path) -> str | None:
+            raise KeyError("manifest entry")
+
+    assert method_unavailable_reason(Broken, tmp_path) == "its availability cannot be checked (KeyError: 'manifest entry')"

@@ -28,23 +28,24 @@ from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from fusion_ros.device import DTYPES
 from fusion_ros.errors import FusionError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.registration import Registration
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.ros.convert import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, MethodState, NodeStats, summarize
+from fusion_ros.ros.playback import qos_profile
 from fusion_ros.ros.params import FuserConfig, ParamSpec, config_from_values, parameter_table
 from fusion_ros.ros.worker import FusionWorker
-from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer
+from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 from fusion_ros.thermal import ThermalNormalizer
 
 __all__ = ["FusionNode", "Job", "main"]
 
-_DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+_DTYPE_NAMES = {str(dtype): name for name, dtype in DTYPES.items()}
 #: Parameters whose change needs a new model (plus the running method's ``<method>.<option>``).
 _BUILD_PARAMS = ("method", "device", "precision", "weights_dir")
 
@@ -59,10 +60,6 @@ class Job:
     thermal_stamp_ns: int
     rgb_stamp_ns: int
     paired_at: float  # time.monotonic() when the pair completed
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -122,18 +119,8 @@ class FusionNode(Node):
         )
         del fuser
 
-        in_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=values["qos.depth"],
-            reliability=ReliabilityPolicy.RELIABLE if values["qos.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        out_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=values["output.depth"],
-            reliability=ReliabilityPolicy.RELIABLE if values["output.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
+        in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
+        out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
         self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos)
         self._info_pub = self.create_publisher(CameraInfo, "fused/camera_info", out_qos)
         self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos)
@@ -276,7 +263,7 @@ class FusionNode(Node):
         self.get_logger().warning(f"dropped {where} input: {err}", throttle_duration_sec=5.0)
 
     def _add(self, stream: str, header: Any, payload: Any) -> None:
-        for pair in self.sync.add(stream, _stamp_ns(header), (header, payload)):  # type: ignore[arg-type]
+        for pair in self.sync.add(stream, header_stamp_ns(header), (header, payload)):  # type: ignore[arg-type]
             self.stats.pairs.tick()
             rgb_header, visible = pair.rgb
             job = Job(pair.thermal[1], visible, rgb_header, pair.thermal_stamp_ns, pair.rgb_stamp_ns, time.monotonic())
@@ -288,7 +275,7 @@ class FusionNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         self._on_image(RGB, msg, visible_from_msg)
 
-    def _on_image(self, stream: str, msg: Image, decode: Callable[[Image], Any]) -> None:
+    def _on_image(self, stream: str, msg: Any, decode: Callable[[Any], Any]) -> None:
         """Decode one raw image of ``stream`` and hand it to the synchronizer; a bad one is counted and logged."""
         start = time.perf_counter()
         self.stats.inputs[stream].tick()
@@ -301,10 +288,7 @@ class FusionNode(Node):
         self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
 
     def _on_rgb_compressed(self, msg: CompressedImage) -> None:
-        start = time.perf_counter()
-        self.stats.inputs[RGB].tick()
-        self._add(RGB, msg.header, msg)
-        self.stats.callback_ms.add((time.perf_counter() - start) * 1e3)
+        self._on_image(RGB, msg, lambda m: m)  # decoded on the worker thread (see _process)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg

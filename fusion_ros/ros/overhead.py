@@ -36,11 +36,14 @@ __all__ = ["OverheadResult", "TransportResult", "default_profile", "measure_over
 
 
 def default_profile() -> Path | None:
-    """The shipped ``fastdds_shm.xml``: the checkout's ``config/`` or the install's ``share/fusion_ros/config``."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"]
-    candidates += [Path(p) / "share" / "fusion_ros" / "config" / "fastdds_shm.xml"
-                   for p in [sys.prefix] + os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    return next((c for c in candidates if c.is_file()), None)
+    """The shipped ``fastdds_shm.xml`` (see :func:`~fusion_ros.ros.playback.find_fastdds_profile`), or None."""
+    from fusion_ros.errors import FusionError
+    from fusion_ros.ros.playback import find_fastdds_profile
+
+    try:
+        return find_fastdds_profile()
+    except FusionError:
+        return None
 
 
 @dataclass(frozen=True)

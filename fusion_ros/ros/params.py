@@ -19,7 +19,7 @@ from fusion_ros.device import PRECISION_CHOICES, resolve_device, resolve_dtype
 from fusion_ros.errors import ConfigError, MethodUnavailableError
 from fusion_ros.options import build_options, field_default
 from fusion_ros.registration import Registration
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class, method_names
+from fusion_ros.registry import DEFAULT_METHOD, get_method_class, method_names, method_unavailable_reason
 from fusion_ros.thermal import ThermalConfig
 from fusion_ros.weights import default_weights_dir
 
@@ -220,10 +220,7 @@ def config_from_values(values: Mapping[str, Any], *, check_available: bool = Tru
     build_options(cls.Options, options, method)
     if check_available:
         wdir = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
-        try:
-            reason = cls.unavailable_reason(wdir)
-        except Exception as err:  # noqa: BLE001 - a broken method entry must not break the parameter service
-            reason = f"its availability cannot be checked ({type(err).__name__}: {err})"
+        reason = method_unavailable_reason(cls, wdir, options)
         if reason:
             raise MethodUnavailableError(f"method {method!r} is unavailable: {reason}")
     window = _numbers(values["thermal.window"], "thermal.window", 2)

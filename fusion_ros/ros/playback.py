@@ -36,6 +36,7 @@ __all__ = [
     "RecordedMessage",
     "TopicRecorder",
     "find_fastdds_profile",
+    "qos_profile",
     "message_class",
     "ros_env",
     "spinning",
@@ -59,7 +60,8 @@ def message_class(msgtype: str) -> type:
         raise FusionError(f"message type {msgtype} is not installed (pip install ros-{pkg.replace('_', '-')})") from None
 
 
-def _qos(reliable: bool, depth: int) -> QoSProfile:
+def qos_profile(reliable: bool, depth: int) -> QoSProfile:
+    """Keep-last, volatile QoS, reliable or best-effort: what the node, player and recorder use."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
@@ -108,7 +110,7 @@ class BagPlayer:
         remap = dict(remap or {})
         self._node = node
         self._publishers = {
-            t: node.create_publisher(message_class(available[t][0]), remap.get(t, t), _qos(reliable, depth)) for t in wanted
+            t: node.create_publisher(message_class(available[t][0]), remap.get(t, t), qos_profile(reliable, depth)) for t in wanted
         }
 
     def subscriber_counts(self) -> dict[str, int]:
@@ -197,7 +199,7 @@ class TopicRecorder:
         self._messages: list[RecordedMessage] = []
         self._subs = [
             node.create_subscription(
-                message_class(msgtype), topic, self._callback(topic, msgtype), _qos(reliable, depth), raw=True
+                message_class(msgtype), topic, self._callback(topic, msgtype), qos_profile(reliable, depth), raw=True
             )
             for topic, msgtype in topics.items()
         ]

@@ -29,6 +29,7 @@ import torch
 from fusion_ros.errors import ConfigError, FusionError
 from fusion_ros.imageio import read_thermal, read_visible
 from fusion_ros.options import build_options
+from fusion_ros.registration import Registration
 from fusion_ros.registry import DEFAULT_METHOD, MethodInfo, get_method_class
 from fusion_ros.scenes import render_pair
 from fusion_ros.thermal import ThermalConfig
@@ -39,7 +40,6 @@ SOURCES = ("generated night street", "folder (ir/ + vi/)", "upload")
 SCENE_SIZES = ("320x256", "640x512", "1280x1024")
 ZOOMS = (1, 2, 4, 8)
 _POLL_S = 0.2
-_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def _app_args() -> argparse.Namespace:
@@ -295,9 +295,8 @@ def main() -> None:
     try:
         resize = bool(input_values.pop("registration.resize"))
         thermal_cfg = logic.thermal_config(input_values)
-        homography = logic.parse_homography(homography_text or "")
-        if homography == _IDENTITY:
-            homography = None
+        # The node's rule: the identity and all zeros mean "same pixel grid", a singular matrix is refused.
+        homography = Registration(logic.parse_homography(homography_text or "")).homography
     except ConfigError as err:
         st.error(str(err))
         st.stop()

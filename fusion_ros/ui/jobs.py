@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from fusion_ros.fuser import Fuser
-from fusion_ros.ui.logic import cache_key, fused_to_image, key_metrics, timed_fuse, visible_tensor
+from fusion_ros.fuser import Fuser, check_visible, fused_arrays, visible_planes
+from fusion_ros.ui.logic import cache_key, key_metrics, timed_fuse
 
 __all__ = ["FusionJobs", "FusionResult", "fuse_pair"]
 
@@ -237,7 +237,8 @@ def fuse_pair(
         ir_image: the same thermal as uint8, for the metrics.
         visible: uint8 visible image.
     """
-    vis = visible_tensor(visible)
+    check_visible(visible)
+    vis = visible_planes([visible], torch.device("cpu"), torch.float32)
     model_key = cache_key(method, options, device, str(weights_dir or ""))
     report("waiting for the other method")
     # Building, timing and metrics all hold the slot: each uses the cores a timing would share.
@@ -249,7 +250,7 @@ def fuse_pair(
 
         def once() -> np.ndarray:
             # The copy back to host is part of the time, so CUDA timings include synchronisation.
-            return fused_to_image(fuser.fuse_tensor(ir, vis), visible)
+            return fused_arrays(fuser.fuse_tensor(ir, vis))[0].reshape(visible.shape)
 
         report("fusing")
         others = jobs.busy() > 1

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import yaml
 
-from fusion_ros.device import array_to_device
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.options import build_options, coerce, field_default, options_as_dict
 from fusion_ros.registration import Registration
@@ -49,7 +48,6 @@ __all__ = [
     "export_yaml",
     "find_pairs",
     "format_numbers",
-    "fused_to_image",
     "input_widgets",
     "key_metrics",
     "method_infos",
@@ -64,7 +62,6 @@ __all__ = [
     "settings_from_parameters",
     "thermal_config",
     "timed_fuse",
-    "visible_tensor",
     "widget_state",
     "zoom_crop",
 ]
@@ -442,26 +439,9 @@ def widget_state(settings: Settings) -> dict[str, Any]:
 
 
 def method_infos(weights_dir: Path | None = None) -> dict[str, MethodInfo]:
-    """:func:`~fusion_ros.registry.list_methods` by name, except that a method whose availability
-    check itself fails (a broken manifest entry, a dependency that crashes on import) is listed as
-    unavailable with that error as the reason, instead of taking the whole page down."""
-    try:
-        return {info.name: info for info in list_methods(weights_dir)}
-    except Exception:  # noqa: BLE001 — find the culprit below, method by method
-        pass
-    from fusion_ros.weights import default_weights_dir, manifest
-
-    wdir = weights_dir or default_weights_dir()
-    infos = {}
-    for name in method_names():
-        cls = get_method_class(name)
-        try:
-            files = tuple(manifest()[cls.weights_key]["files"]) if cls.weights_key else ()
-            reason = cls.unavailable_reason(wdir)
-        except Exception as err:  # noqa: BLE001
-            files, reason = (), f"its availability cannot be checked ({type(err).__name__}: {err})"
-        infos[name] = MethodInfo(name, cls.description, bool(cls.weights_key), files, reason is None, reason or "", cls.cost)
-    return infos
+    """:func:`~fusion_ros.registry.list_methods` by name (a method whose availability check itself
+    fails is listed as unavailable with that error, so it cannot take the page down)."""
+    return {info.name: info for info in list_methods(weights_dir, survive_broken=True)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,20 +512,6 @@ def prepare_thermal(
     ir = Registration(homography)(ir, size)
     image = ir[0, 0].mul(255.0).round_().to(torch.uint8).numpy()
     return ir, image
-
-
-def visible_tensor(visible: np.ndarray) -> torch.Tensor:
-    """uint8 (H,W,3) RGB or (H,W) grey → (1,C,H,W) float32 in [0,1]."""
-    if visible.dtype != np.uint8 or visible.ndim not in (2, 3):
-        raise InputError(f"visible image must be uint8 HxW or HxWx3, got {visible.dtype} {visible.shape}")
-    arr = visible[..., None] if visible.ndim == 2 else visible
-    return array_to_device(arr, torch.device("cpu")).permute(2, 0, 1)[None].float().div_(255.0)
-
-
-def fused_to_image(fused: torch.Tensor, like: np.ndarray) -> np.ndarray:
-    """(1,C,H,W) float in [0,1] → uint8 with ``like``'s shape."""
-    out = fused[0].float().clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return out.reshape(like.shape)
 
 
 def timed_fuse(fuse: Callable[[], T], budget_s: float = 1.0, max_runs: int = 5) -> tuple[T, float, int]:
