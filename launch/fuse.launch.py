@@ -12,10 +12,9 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 
 
 def _sibling(topic, name):
@@ -23,14 +22,47 @@ def _sibling(topic, name):
     return PythonExpression(["'/'.join('", topic, "'.split('/')[:-1] + ['", name, "'])"])
 
 
+def _fusion_node(context):
+    """The node. ``method`` and ``device`` override the params file only when given: a default here would
+    silently replace the file's choice (e.g. a file exported by ``fusion-ros ui``)."""
+    given = {
+        "method": LaunchConfiguration("method").perform(context),
+        "device": LaunchConfiguration("device").perform(context),
+    }
+    overrides = {name: value for name, value in given.items() if value}
+    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context) == "true"
+    rgb_topic = LaunchConfiguration("rgb_topic")
+    fused_topic = LaunchConfiguration("fused_topic")
+    return [
+        Node(
+            package="fusion_ros",
+            executable="fusion_node",
+            name="fusion_node",
+            namespace=LaunchConfiguration("namespace"),
+            output="screen",
+            emulate_tty=True,
+            parameters=[LaunchConfiguration("params_file"), overrides],
+            remappings=[
+                ("thermal/image_raw", LaunchConfiguration("thermal_topic")),
+                ("rgb/image_raw", rgb_topic),
+                ("rgb/image_raw/compressed", [rgb_topic, "/compressed"]),
+                ("rgb/camera_info", _sibling(rgb_topic, "camera_info")),
+                ("fused/image_raw", fused_topic),
+                ("fused/camera_info", _sibling(fused_topic, "camera_info")),
+            ],
+        )
+    ]
+
+
 def generate_launch_description():
     share = get_package_share_directory("fusion_ros")
     args = [
         DeclareLaunchArgument(
             "method",
-            default_value="pyramid",
+            default_value="",
             description="fusion method (fusion-ros methods lists them and whether their weights are present); "
-            "switch live with: ros2 param set /<namespace>/fusion_node method <name>",
+            "empty: the params file's (pyramid in the shipped one); switch live with: "
+            "ros2 param set /<namespace>/fusion_node method <name>",
         ),
         DeclareLaunchArgument("thermal_topic", default_value="thermal/image_raw",
                               description="thermal sensor_msgs/Image topic (mono8, mono16, 16UC1, 8UC1 or 32FC1)"),
@@ -44,44 +76,19 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its relative topics"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "fusion.yaml"),
                               description="parameters YAML (fusion_node: ros__parameters: ...)"),
-        DeclareLaunchArgument("device", default_value="auto",
-                              description="compute device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="compute device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N; "
+                              "empty: the params file's (auto in the shipped one)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="use /clock (bag replay with --clock, simulators)"),
         DeclareLaunchArgument("fastdds_profile", default_value=os.path.join(share, "config", "fastdds_shm.xml"),
                               description="Fast DDS XML profile for large images over shared memory; empty to keep the environment's"),
     ]
-    rgb_topic = LaunchConfiguration("rgb_topic")
-    fused_topic = LaunchConfiguration("fused_topic")
-    node = Node(
-        package="fusion_ros",
-        executable="fusion_node",
-        name="fusion_node",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        emulate_tty=True,
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "method": LaunchConfiguration("method"),
-                "device": LaunchConfiguration("device"),
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-            },
-        ],
-        remappings=[
-            ("thermal/image_raw", LaunchConfiguration("thermal_topic")),
-            ("rgb/image_raw", rgb_topic),
-            ("rgb/image_raw/compressed", [rgb_topic, "/compressed"]),
-            ("rgb/camera_info", _sibling(rgb_topic, "camera_info")),
-            ("fused/image_raw", fused_topic),
-            ("fused/camera_info", _sibling(fused_topic, "camera_info")),
-        ],
-    )
     return LaunchDescription(
         args
         + [
             SetEnvironmentVariable("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
             SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-            node,
+            OpaqueFunction(function=_fusion_node),
         ]
     )

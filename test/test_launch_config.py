@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "fuse.launch.py"
 REQUIRED_ARGS = {"method", "thermal_topic", "rgb_topic", "fused_topic", "namespace", "params_file", "device", "use_sim_time"}
 ALLOWED_IMPORTS = {"os", "ament_index_python.packages", "launch", "launch.actions", "launch.substitutions",
-                   "launch_ros.actions", "launch_ros.parameter_descriptions"}
+                   "launch_ros.actions"}
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
@@ -96,6 +96,56 @@ def test_launch_description_builds(monkeypatch, tmp_path):
     description = module.generate_launch_description()
     names = {a.name for a in description.get_launch_arguments()}
     assert REQUIRED_ARGS <= names
+
+
+def _load_launch_with_stubs(monkeypatch: pytest.MonkeyPatch):
+    """Run the launch file against minimal stand-ins of launch/launch_ros that record what it builds."""
+    import sys
+    import types
+
+    def recorder(name: str) -> type:
+        def init(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+        return type(name, (), {"__init__": init})
+
+    launch_configuration = recorder("LaunchConfiguration")
+    launch_configuration.perform = lambda self, context: context[self.args[0]]
+    modules = {
+        "launch": {"LaunchDescription": recorder("LaunchDescription")},
+        "launch.actions": {n: recorder(n) for n in ("DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable")},
+        "launch.substitutions": {"LaunchConfiguration": launch_configuration, "PythonExpression": recorder("PythonExpression")},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": recorder("Node")},
+        "ament_index_python": {},
+        "ament_index_python.packages": {"get_package_share_directory": lambda pkg: str(REPO)},
+    }
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("fuse_launch_stubbed", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("given", "overrides"),
+    [
+        ({}, {"use_sim_time": False}),  # the params file's method and device stand
+        ({"method": "defusion", "device": "cuda", "use_sim_time": "true"}, {"method": "defusion", "device": "cuda", "use_sim_time": True}),
+    ],
+)
+def test_launch_overrides_the_params_file_only_with_given_arguments(monkeypatch, given, overrides):
+    module = _load_launch_with_stubs(monkeypatch)
+    (entities,) = module.generate_launch_description().args
+    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    (node,) = opaque.kwargs["function"]({**defaults, **given})
+    params_file, node_overrides = node.kwargs["parameters"]
+    assert params_file.args == ("params_file",)
+    assert node_overrides == overrides
 
 
 # -- config/fusion.yaml -------------------------------------------------------------------------
