@@ -55,6 +55,14 @@ def test_errors_are_one_line(pair: tuple[Path, Path], tmp_path: Path, capsys: py
     assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("sizes", ["640", "640x", "axb", "640x512,8x8"])
+def test_bench_sizes_are_checked_before_any_run(sizes: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--methods", "max", "--sizes", sizes, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: --sizes expects comma-separated WIDTHxHEIGHT within 16..4096")
+    assert "Traceback" not in err and not any(tmp_path.iterdir())
+
+
 def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

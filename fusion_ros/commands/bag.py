@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, STORAGES, process_bag
-from fusion_ros.commands.fuse import parse_options
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class
-from fusion_ros.thermal import ThermalConfig
+from fusion_ros.commands.fuse import add_fuser_arguments, fuser_settings
+from fusion_ros.registry import get_method_class
 
 NAME = "bag"
 HELP = "fuse every synchronized thermal/RGB pair of a rosbag2 (sqlite3 or MCAP) into a new bag"
@@ -19,7 +18,6 @@ HELP = "fuse every synchronized thermal/RGB pair of a rosbag2 (sqlite3 or MCAP) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="IN", help="input bag folder (the one with metadata.yaml)")
     parser.add_argument("output", type=Path, metavar="OUT", help="output bag folder to create")
-    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
     parser.add_argument("--copy-inputs", action="store_true", help="also copy every input message (all topics) into the output bag")
     parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -29,36 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slop", type=float, default=0.05, help="largest thermal/RGB stamp difference of a pair, seconds (default 0.05)")
     parser.add_argument("--queue-size", type=int, default=100, help="synchronizer queue per input (default 100)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs fused per model call (default 8)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
-    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option (repeatable)")
-    parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
+    add_fuser_arguments(parser)
     parser.add_argument("--thermal-smoothing", type=float, default=0.9,
                         help="weight of the previous thermal window (0: per frame; default 0.9, as the node)")
-    parser.add_argument("--homography", nargs=9, type=float, metavar="H", help="thermal→RGB homography, 9 numbers row-major")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     get_method_class(args.method)  # an unknown name fails before the bag is read
-    if args.thermal_window:
-        thermal = ThermalConfig(mode="fixed", window=tuple(args.thermal_window))
-    else:
-        thermal = ThermalConfig(ema=args.thermal_smoothing)
     start = time.perf_counter()
     stats = process_bag(
         args.input,
         args.output,
         args.method,
-        fuser_kwargs={
-            "device": args.device,
-            "precision": args.precision,
-            "weights_dir": args.weights_dir,
-            "options": parse_options(args.opt),
-            "thermal": thermal,
-            "homography": args.homography,
-        },
+        fuser_kwargs=fuser_settings(args, thermal_smoothing=args.thermal_smoothing),
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         fused_topic=args.fused_topic,

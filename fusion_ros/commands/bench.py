@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fusion_ros.bench import bench_in_subprocess, markdown_table, plot, results_json
+from fusion_ros.commands import parse_size
 from fusion_ros.errors import ConfigError
 from fusion_ros.registry import get_method_class, method_names
 
@@ -16,10 +17,11 @@ HELP = "benchmark methods end to end (arrays in, array out) at 640x512 and 1280x
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
+    """``--sizes``: comma-separated WxH, each within the generated scenes' 16..4096 pixels."""
     try:
-        return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]  # type: ignore[misc]
-    except ValueError:
-        raise ConfigError(f"--sizes expects WxH[,WxH…], got {text!r}") from None
+        return [parse_size(s, 16, 4096) for s in text.split(",")]
+    except ValueError as err:
+        raise ConfigError(f"--sizes expects comma-separated {err}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     for n in names:
         get_method_class(n)  # unknown names fail before any child starts
+    sizes = _sizes(args.sizes)  # so do bad sizes
     mallocs = ["tuned", "default"] if args.malloc == "both" else [args.malloc]
     results = []
     for name in names:
-        for w, h in _sizes(args.sizes):
+        for w, h in sizes:
             for malloc in mallocs:
                 r = bench_in_subprocess(name, w, h, args.device, args.repeats, malloc)
                 print(f"{name:>10} {w}x{h} {malloc:>7}: median {r.median_ms:8.1f} ms  p95 {r.p95_ms:8.1f} ms  peak {r.peak_rss_mib:6.0f} MiB", file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion_ros.commands import parse_size
 from fusion_ros.errors import ConfigError, FusionError
 from fusion_ros.registry import DEFAULT_METHOD, get_method_class
 
@@ -32,14 +33,10 @@ _DIAG_TOPIC = "/diagnostics"
 
 
 def _size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
     try:
-        width, height = int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size expects WIDTHxHEIGHT, got {text!r}") from None
-    if not sep or not (32 <= width <= 4096 and 32 <= height <= 4096):
-        raise argparse.ArgumentTypeError(f"--size expects WIDTHxHEIGHT within 32..4096, got {text!r}")
-    return width, height
+        return parse_size(text, 32, 4096)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--size expects {err}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -340,11 +337,13 @@ def _contact_sheet(scene_bag: Path, fused: list[Any], expected: list[tuple[int, 
     picks = [stamps[round(i * (len(stamps) - 1) / max(rows - 1, 1))] for i in range(min(rows, len(stamps)))]
     wanted = set(picks) | {partner[s] for s in picks}
     inputs: dict[int, Any] = {}
+    t0 = None  # the first RGB stamp: the sheet's time origin
     for m in read_messages(scene_bag, [DEFAULT_THERMAL_TOPIC, DEFAULT_RGB_TOPIC]):
         stamp = cdr_header(m.raw)[0]
+        if m.topic == DEFAULT_RGB_TOPIC:
+            t0 = stamp if t0 is None else min(t0, stamp)
         if stamp in wanted:
             inputs[stamp] = m.decode()
-    t0 = min(cdr_header(m.raw)[0] for m in read_messages(scene_bag, [DEFAULT_RGB_TOPIC]))
     tiles: list[list[np.ndarray]] = []
     for s in picks:
         thermal = thermal_from_msg(inputs[partner[s]])

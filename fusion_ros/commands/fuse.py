@@ -30,6 +30,34 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def add_fuser_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Fuser's settings, the same in every command that builds one (``fuse``, ``bag``)."""
+    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
+    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option (repeatable)")
+    parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
+    parser.add_argument("--homography", nargs=9, type=float, metavar="H", help="thermal→visible homography, 9 numbers row-major")
+
+
+def fuser_settings(args: argparse.Namespace, *, thermal_smoothing: float = 0.0) -> dict[str, Any]:
+    """``Fuser`` keyword arguments from :func:`add_fuser_arguments`' options; ``thermal_smoothing`` is
+    the EMA weight of the percentile window (unused with a fixed ``--thermal-window``)."""
+    if args.thermal_window:
+        thermal = ThermalConfig(mode="fixed", window=tuple(args.thermal_window))
+    else:
+        thermal = ThermalConfig(ema=thermal_smoothing)
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "weights_dir": args.weights_dir,
+        "options": parse_options(args.opt),
+        "thermal": thermal,
+        "homography": args.homography,
+    }
+
+
 @contextlib.contextmanager
 def step_progress(method: Any, desc: str, file: IO[str] | None = None) -> Iterator[None]:
     """While the block runs, feed a tqdm bar on ``file`` (default stderr) from ``method.progress(done, total)``.
@@ -62,33 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ir", required=True, type=Path, help="thermal image (8/16-bit PNG/TIFF, or float TIFF)")
     parser.add_argument("--vis", required=True, type=Path, help="visible image (RGB or grey)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="fused image file to write")
-    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    add_fuser_arguments(parser)
     parser.add_argument("--weights", type=Path, help="a checkpoint file for the method (sets its `weights` option)")
-    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option (repeatable)")
-    parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
-    parser.add_argument("--homography", nargs=9, type=float, metavar="H", help="thermal→visible homography, 9 numbers row-major")
 
 
 def run(args: argparse.Namespace) -> int:
     get_method_class(args.method)  # an unknown name fails before any file is read
-    options = parse_options(args.opt)
+    settings = fuser_settings(args)
     if args.weights is not None:
-        options["weights"] = str(args.weights)
-    thermal_cfg = ThermalConfig(mode="fixed", window=tuple(args.thermal_window)) if args.thermal_window else ThermalConfig()
+        settings["options"]["weights"] = str(args.weights)
     ir = read_thermal(args.ir)
     vis = read_visible(args.vis)
-    fuser = Fuser(
-        args.method,
-        device=args.device,
-        precision=args.precision,
-        weights_dir=args.weights_dir,
-        options=options,
-        thermal=thermal_cfg,
-        homography=args.homography,
-    )
+    fuser = Fuser(args.method, **settings)
     start = time.perf_counter()
     with step_progress(fuser.method, f"{args.method} steps"):
         fused = fuser(ir, vis)
