@@ -79,10 +79,14 @@ def _build(authors_repo: Path | None) -> tuple[DeFusionNet, DeFusionNet, torch.n
     return ours, nhwc, theirs
 
 
-def _time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Wall and process-CPU milliseconds per call, ``repeats`` rounds over all ``fns`` after a warm-up."""
-    for fn in fns.values():
-        fn()
+def _time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool = True
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and process-CPU milliseconds per call, ``repeats`` rounds over all ``fns`` (after a warm-up
+    call of each unless the caller has just made one)."""
+    if warmup:
+        for fn in fns.values():
+            fn()
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -107,9 +111,11 @@ def _speed(args: argparse.Namespace) -> list[dict[str, Any]]:
         if theirs is not None:
             fns["authors"] = lambda: _authors_run(theirs, ir, vis)
         with torch.inference_mode():
-            ref = _authors_run(theirs, ir, vis) if theirs is not None else run_pipeline(ours, ir, vis)
-            diffs = {k: (fn() if k != "ours_all_outputs" else fn()[3]).sub(ref).abs().max().item() for k, fn in fns.items()}
-            times = _time_interleaved(fns, args.repeats)
+            outs = {k: fn() for k, fn in fns.items()}  # also the warm-up of the timing below
+            ref = outs["authors"] if theirs is not None else outs["ours_fused_only"]
+            fused = {k: out[3] if k == "ours_all_outputs" else out for k, out in outs.items()}
+            diffs = {k: out.sub(ref).abs().max().item() for k, out in fused.items()}
+            times = _time_interleaved(fns, args.repeats, warmup=False)
         for k, (wall, cpu) in times.items():
             rows.append(
                 {"size": size, "impl": k, "median_ms": round(statistics.median(wall), 1), "min_ms": round(min(wall), 1),

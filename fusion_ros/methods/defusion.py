@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -513,6 +513,7 @@ def run_pipeline(
     pad: int = 16,
     all_outputs: bool = False,
     channels_last: bool = False,
+    fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The authors' inference: reflect-pad both (B,3,H,W) [0,1] inputs by ``pad``, run, crop.
 
@@ -526,6 +527,8 @@ def run_pipeline(
         channels_last: run in NHWC (the net must have been converted with
             ``net.to(memory_format=torch.channels_last)``): faster, but oneDNN's NHWC kernels sum in
             another order, so outputs differ from the authors' in the last bits (about 3e-6 relative).
+        fuse: the network call on the padded pair for the fused image (default ``net.fuse``; the
+            TorchScript runtime passes its traced graph).
 
     Returns:
         Unclamped output(s) at (B,3,H,W): the authors clamp to [0,1] only when writing images.
@@ -544,7 +547,7 @@ def run_pipeline(
     ir, vis = ir.contiguous(memory_format=fmt), vis.contiguous(memory_format=fmt)
     if all_outputs:
         return tuple(o[..., pad : pad + h, pad : pad + w] for o in net(ir, vis))
-    return net.fuse(ir, vis)[..., pad : pad + h, pad : pad + w]
+    return (fuse or net.fuse)(ir, vis)[..., pad : pad + h, pad : pad + w]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -693,24 +696,19 @@ class DeFusion(FusionMethod):
             raise WeightsError(reason)
         return weights_dir / manifest()["defusion"]["files"][0]
 
-    def _fused(self, ir3: torch.Tensor, vis3: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) pair → unclamped fused (B,3,H,W), through the selected runtime."""
-        if self.options.runtime == "eager":
-            return run_pipeline(self.net, ir3, vis3, pad=self.options.pad, channels_last=self.channels_last)
-        pad = self.options.pad
-        h, w = ir3.shape[-2], ir3.shape[-1]
-        if pad >= h or pad >= w:
-            raise InputError(f"defusion needs images larger than its {pad}-pixel reflect padding, got {w}x{h}")
-        size = (h + 2 * pad, w + 2 * pad)
+    def _fused(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """(B,1|3,H,W) pair → unclamped fused (B,3,H,W), through the selected runtime."""
+        scripted = None if self.options.runtime == "eager" else self._scripted_fuse
+        return run_pipeline(self.net, ir, vis, pad=self.options.pad, channels_last=self.channels_last, fuse=scripted)
+
+    def _scripted_fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The frozen trace for this padded size (built on first use), one pair per call: the trace is
+        specialised to one pair (its per-image attention loop is unrolled)."""
+        size = (ir.shape[-2], ir.shape[-1])
         if size not in self._scripted:
             self._scripted[size] = export_torchscript(self.net, size, channels_last=self.channels_last)
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        ir3 = F.pad(ir3.expand(-1, 3, -1, -1), (pad,) * 4, mode="reflect").contiguous(memory_format=fmt)
-        vis3 = F.pad(vis3.expand(-1, 3, -1, -1), (pad,) * 4, mode="reflect").contiguous(memory_format=fmt)
         graph = self._scripted[size]
-        # The trace is specialised to one pair per call (its per-image attention loop is unrolled).
-        fused = torch.cat([graph(ir3[i : i + 1], vis3[i : i + 1]) for i in range(ir3.shape[0])])
-        return fused[..., pad : pad + h, pad : pad + w]
+        return torch.cat([graph(ir[i : i + 1], vis[i : i + 1]) for i in range(ir.shape[0])])
 
     @torch.inference_mode()
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -720,9 +718,9 @@ class DeFusion(FusionMethod):
             # 8-bit files read by PIL: IR 'L' as is, visible through PIL's fixed-point grey.
             ir_grey = torch.round(ir.clamp(0, 1) * 255) / 255
             vis_grey = authors_grey(vis) if vis.shape[1] == 3 else torch.round(vis.clamp(0, 1) * 255) / 255
-            fused = self._fused(ir_grey.expand(-1, 3, -1, -1), vis_grey.expand(-1, 3, -1, -1)).clamp(0, 1)
+            fused = self._fused(ir_grey, vis_grey).clamp(0, 1)
             # ToPILImage truncates (mul(255).byte()); +0.25 keeps the level under any later rounding.
             return ((torch.floor(fused.float() * 255) + 0.25) / 255).clamp(0, 1).to(self.dtype)
-        fused = self._fused(ir.expand(-1, 3, -1, -1), vis.expand(-1, 3, -1, -1))  # (B, 3, H, W)
+        fused = self._fused(ir, vis)  # (B, 3, H, W)
         r, g, b = fused[:, 0:1], fused[:, 1:2], fused[:, 2:3]
         return _BT601[0] * r + _BT601[1] * g + _BT601[2] * b

@@ -1040,9 +1040,3 @@ class DMFuse(FusionMethod):
             x = x.float() * 2.0 - 1.0
         pad_h, pad_w = -x.shape[-2] % PAD_MULTIPLE, -x.shape[-1] % PAD_MULTIPLE
         return F.pad(x, (0, pad_w, 0, pad_h), value=1.0)
-
-    def warmup(self, height: int = 64, width: int = 64) -> None:
-        """One small pair so lazy initialisation is paid before the first frame (noise cache untouched)."""
-        cache = self._noise_cache
-        super().warmup(height, width)
-        self._noise_cache = cache

@@ -937,10 +937,7 @@ class FusionINV(FusionMethod):
             self.pipeline = FusionINVPipeline.from_components(
                 parts["unet"], parts["vae"], parts["scheduler"], parts["tokenizer"], parts["text_encoder"], freeu=options.freeu
             )
-        else:
-            reason = unavailable_reason(weights_dir, options.vae)
-            if reason:
-                raise MethodUnavailableError(f"method 'fusioninv' is unavailable: {reason}")
+        else:  # load_pipeline raises MethodUnavailableError, naming what is missing
             self.pipeline = load_pipeline(
                 weights_dir, device=device, dtype=dtype, vae=options.vae, freeu=options.freeu  # type: ignore[arg-type]
             )

@@ -180,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 log.write(step, values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", epoch=epoch)
                 bar.update(1)
-            save_atomic(head_checkpoint(head), out / f"fuse_Epoch_{epoch}.model")
-            save_atomic(head_checkpoint(head), out / HEAD_FILE)
+            checkpoint = head_checkpoint(head)
+            save_atomic(checkpoint, out / f"fuse_Epoch_{epoch}.model")
+            save_atomic(checkpoint, out / HEAD_FILE)
             save_atomic({"epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict()}, out / STATE_FILE)
     print(summary(out / HEAD_FILE, values["loss"] if values else None, step, "--epochs"))
     return 0

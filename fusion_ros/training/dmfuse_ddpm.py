@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from fusion_ros.methods.dmfuse import (
     CONFIGS,
+    DMFuseModel,
     N_TIMESTEP,
     SR3UNet,
     cosine_betas,
@@ -150,6 +151,4 @@ def ddpm_loss(unet: SR3UNet, x: torch.Tensor, sqrt_ac: np.ndarray) -> torch.Tens
     low, high = float(sqrt_ac[t - 1]), float(sqrt_ac[t])
     gamma = (low + (high - low) * torch.rand(batch, dtype=torch.float64)).float().to(x.device)
     noise = torch.randn_like(x)
-    g = gamma.view(-1, 1, 1, 1)
-    x_t = g * x + (1 - g**2).sqrt() * noise
-    return F.mse_loss(unet(x_t, gamma), noise)
+    return F.mse_loss(unet(DMFuseModel.q_sample(x, gamma, noise), gamma), noise)
