@@ -29,8 +29,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fusion_ros.errors import ConfigError, InputError
-from fusion_ros.imageio import read_image
-from fusion_ros.metrics import HIGHER_IS_BETTER, METRICS, PRESETS, SourcePair
+from fusion_ros.imageio import read_image, read_thermal
+from fusion_ros.metrics import HIGHER_IS_BETTER, METRICS, SourcePair, get_convention
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -181,15 +181,10 @@ def _squeeze_grey(img: np.ndarray) -> np.ndarray:
 
 def load_source(path: Path, thermal: bool) -> np.ndarray:
     """A dataset image as uint8: grey-stored-as-RGB becomes (H,W); colour thermal becomes its BT.601 grey."""
-    img = read_image(path)
+    img = read_thermal(path) if thermal else read_image(path)
     if img.dtype != np.uint8:
         raise InputError(f"{path} is {img.dtype}; evaluate expects 8-bit dataset images")
-    img = _squeeze_grey(img)
-    if thermal and img.ndim == 3:
-        from PIL import Image
-
-        img = np.asarray(Image.fromarray(img).convert("L"))
-    return img
+    return _squeeze_grey(img)
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -212,8 +207,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
 
     from fusion_ros.fuser import Fuser
 
-    if config.preset not in PRESETS:
-        raise ConfigError(f"unknown metric preset {config.preset!r}; valid presets: {', '.join(PRESETS)}")
+    get_convention(config.preset)  # an unknown preset fails here, before any work
     bad = [m for m in config.metrics if m not in METRICS]
     if bad:
         raise ConfigError(f"unknown metric(s) {', '.join(bad)}; valid metrics: {', '.join(METRICS)}")

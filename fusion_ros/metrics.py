@@ -71,8 +71,6 @@ from typing import Callable, Iterable, Literal, Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
-from scipy.fft import dctn
 
 from fusion_ros.errors import ConfigError, InputError
 
@@ -281,6 +279,8 @@ def _filter(x: np.ndarray, w1d: np.ndarray, region: str) -> np.ndarray:
     ``region``: ``"valid"`` (MATLAB filter2 'valid'), ``"reflect"`` / ``"nearest"`` (same size,
     scipy padding modes: half-sample symmetric / replicate).
     """
+    from scipy import ndimage  # here, not at import: every fusion-ros command imports this module
+
     if region == "valid":
         r = len(w1d) // 2
         out = ndimage.correlate1d(x, w1d, axis=0, mode="constant")[r : x.shape[0] - r]
@@ -606,6 +606,8 @@ def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray, c: Convention = PRESETS["c
 
 def _nabf_edges(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kumar's /8 Sobel with 1-pixel mirror extension: strength and atan(gv/gh) (0 where both 0)."""
+    from scipy import ndimage
+
     smooth = np.array([1.0, 2.0, 1.0]) / 8.0
     deriv = np.array([-1.0, 0.0, 1.0])
     gv = ndimage.correlate1d(ndimage.correlate1d(x, smooth, axis=0, mode="mirror"), deriv, axis=1, mode="mirror")
@@ -708,6 +710,8 @@ def _ssim(a: Plane, b: Plane, f: Plane, c: Convention) -> float:
 
 def _ms_pyramid(p: Plane) -> list[Plane]:
     """Five scales: 2×2 mean low-pass (MATLAB 'symmetric' border) and decimation by 2."""
+    from scipy import ndimage
+
 
     def build(x: np.ndarray) -> list[Plane]:
         out = [p]
@@ -790,6 +794,8 @@ def _fmi_features(x: np.ndarray, feature: str) -> np.ndarray:
     if feature == "gradient":
         return np.gradient(x, axis=1)
     if feature == "dct":
+        from scipy.fft import dctn
+
         return dctn(x, norm="ortho")
     raise ConfigError(f"unknown FMI feature {feature!r}; valid: none, gradient, dct")
 

@@ -275,9 +275,10 @@ def _background(height: int, width: int, seed: int) -> _Background:
     rgb = rgb + bloom[..., None] * _LAMP_RGB
 
     column_fpn = (rng.standard_normal(width) * 3.0).astype(np.float32)
+    rgb, temp = rgb.astype(np.float32, copy=False), temp.astype(np.float32, copy=False)
     for arr in (rgb, temp, depth, column_fpn):
-        arr.setflags(write=False)
-    return _Background(cam, rgb.astype(np.float32), temp.astype(np.float32), depth, column_fpn)
+        arr.setflags(write=False)  # cached and shared between calls: renderers copy before writing
+    return _Background(cam, rgb, temp, depth, column_fpn)
 
 
 # --------------------------------------------------------------------------------------------
