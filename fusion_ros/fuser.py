@@ -83,9 +83,10 @@ def visible_planes(visibles: Sequence[np.ndarray], device: torch.device, dtype: 
     return vis.to(dtype).div_(255.0)
 
 
+@torch.inference_mode()
 def fused_arrays(fused: torch.Tensor) -> np.ndarray:
-    """(B,C,H,W) in [0,1] → (B,H,W,C) uint8 on the host."""
-    out = fused.mul(255.0).round_().to(torch.uint8)
+    """(B,C,H,W) in [0,1] (an output of :meth:`Fuser.fuse_tensor`, overwritten) → (B,H,W,C) uint8 on the host."""
+    out = fused.mul_(255.0).round_().to(torch.uint8)
     return torch.stack(out.unbind(1), dim=-1).cpu().numpy()  # faster than permute().contiguous()
 
 
@@ -184,6 +185,7 @@ class Fuser:
             check_visible(visible)
         if len({t.shape for t in thermals}) > 1 or len({v.shape for v in visibles}) > 1:
             raise InputError("fuse_arrays needs frames of one size per camera; fuse other sizes in another call")
-        ir = torch.cat([self.thermal(t, self.device, self.dtype) for t in thermals])
+        irs = [self.thermal(t, self.device, self.dtype) for t in thermals]
+        ir = irs[0] if len(irs) == 1 else torch.cat(irs)  # a frame at a time (the node) copies nothing
         out = fused_arrays(self.fuse_tensor(ir, visible_planes(visibles, self.device, self.dtype)))
         return [o.reshape(v.shape) for o, v in zip(out, visibles)]
