@@ -39,7 +39,14 @@ import numpy as np
 from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.registration.features import edge_fraction, structure_features, to_gray
 
-__all__ = ["EstimatorConfig", "RegistrationError", "RegistrationResult", "corner_error", "estimate_homography"]
+__all__ = [
+    "EstimatorConfig",
+    "RegistrationError",
+    "RegistrationResult",
+    "corner_error",
+    "estimate_homography",
+    "homography_score",
+]
 
 #: Coarsest level: the RGB image is halved until its width is at most this.
 _COARSE_WIDTH = 128
@@ -228,13 +235,12 @@ def _similarity(theta_deg: float, scale: float, c_t: tuple[float, float], c_r: t
     return np.array([[c, -s, c_r[0] - c * c_t[0] + s * c_t[1]], [s, c, c_r[1] - s * c_t[0] - c * c_t[1]], [0, 0, 1]])
 
 
-def _global_search(levels: list[list[_Level]], thermal_wh: tuple[int, int], rgb_wh: tuple[int, int],
+def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tuple[int, int],
                    cfg: EstimatorConfig) -> list[tuple[float, np.ndarray]]:
     """(score, thermal→RGB full-res homography) of every rotation × scale, each at its best translation."""
     w, h = thermal_wh
     W, H = rgb_wh
     base = W / w
-    coarse = [frame[0] for frame in levels]
     Hc, Wc = coarse[0].rgb.shape[:2]
     pad = int(math.ceil((cfg.translation + 0.03) * Wc)) + 1
     nh, nw = cv2.getOptimalDFTSize(Hc + 2 * pad), cv2.getOptimalDFTSize(Wc + 2 * pad)
@@ -439,6 +445,26 @@ def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.n
     return grays
 
 
+def _prepare(grays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple[int, int], tuple[int, int], list[list[_Level]]]:
+    """Grey pairs → (thermal (w, h), RGB (W, H), levels coarse to fine, each a list over frames)."""
+    h, w = grays[0][0].shape
+    H, W = grays[0][1].shape
+    base = W / w
+    factors = _level_factors(W, base)
+    levels = [_pyramid(t, r, factors, base, seed=i) for i, (t, r) in enumerate(grays)]
+    return (w, h), (W, H), [[frame[k] for frame in levels] for k in range(len(factors))]
+
+
+def homography_score(pairs: Sequence[tuple[np.ndarray, np.ndarray]], homography: Sequence[float] | np.ndarray) -> float:
+    """Structure correlation of ``pairs`` under a given thermal → RGB homography, computed as
+    :attr:`RegistrationResult.score` is: compares a kept matrix with a new estimate on the same frames."""
+    hm = np.asarray(homography, np.float64).reshape(3, 3)
+    if not np.isfinite(hm).all() or abs(np.linalg.det(hm)) < 1e-12:
+        raise InputError("homography must be 9 finite numbers of a non-singular matrix")
+    _, _, by_level = _prepare(_as_pairs(pairs))
+    return float(_refine_level(by_level[-1], np.linalg.inv(hm), 0)[2])
+
+
 def estimate_homography(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     config: EstimatorConfig | None = None,
@@ -460,22 +486,17 @@ def estimate_homography(
     start = time.perf_counter()
     cfg = config or EstimatorConfig()
     grays = _as_pairs(pairs)
-    h, w = grays[0][0].shape
-    H, W = grays[0][1].shape
-    edges_t = max(edge_fraction(_resize(t, max(32, w // 2), max(32, h // 2))) for t, _ in grays)
-    edges_r = max(edge_fraction(_resize(r, max(32, W // 2), max(32, H // 2))) for _, r in grays)
+    edges_t = max(edge_fraction(t) for t, _ in grays)
+    edges_r = max(edge_fraction(r) for _, r in grays)
     if min(edges_t, edges_r) < cfg.min_edges:
         raise RegistrationError(
             f"too little structure to register: edges on {100 * edges_t:.1f} % of the thermal and {100 * edges_r:.1f} % of "
             f"the RGB pixels (need {100 * cfg.min_edges:.1f} %); use frames of a scene with buildings, people or terrain "
             "edges that both cameras see"
         )
-    base = W / w
-    factors = _level_factors(W, base)
-    n_levels = len(factors)
-    levels = [_pyramid(t, r, factors, base, seed=i) for i, (t, r) in enumerate(grays)]
-    by_level = [[frame[k] for frame in levels] for k in range(n_levels)]
-    found = _global_search(levels, (w, h), (W, H), cfg)
+    (w, h), (W, H), by_level = _prepare(grays)
+    n_levels = len(by_level)
+    found = _global_search(by_level[0], (w, h), (W, H), cfg)
     coarse_px = 3.0 / by_level[0][0].s_rgb[0, 0]  # 3 coarse pixels, in RGB pixels
     candidates: list[np.ndarray] = []
     for _, other in found:  # the best few clearly different alignments
