@@ -35,6 +35,7 @@ from fusion_ros.errors import FusionError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.registration import Registration
 from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.ros.auto_registration import AutoRegistrationHook
 from fusion_ros.ros.convert import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, MethodState, NodeStats, summarize
 from fusion_ros.ros.playback import qos_profile
@@ -118,6 +119,7 @@ class FusionNode(Node):
             name=node_name,
         )
         del fuser
+        self._auto = AutoRegistrationHook.create(self, values)  # registration.auto: background estimator, else None
 
         in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
         out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
@@ -212,6 +214,8 @@ class FusionNode(Node):
             self.worker.request_swap(lambda: Fuser(config.method, **config.fuser_kwargs()), config)
         elif (config.thermal, config.homography) != (previous.thermal, previous.homography):
             self._reconfigure_running(config)
+        if self._auto is not None and "registration.homography" in names:
+            self._auto.user_set(config.homography)
 
     def _reconfigure_running(self, config: FuserConfig) -> None:
         """Apply thermal/registration settings to the model in use, between two frames."""
@@ -315,6 +319,8 @@ class FusionNode(Node):
                 f"thermal {thermal_hw[1]}x{thermal_hw[0]} and rgb {visible.width}x{visible.height} differ and "
                 "registration.homography is the identity (set it, or registration.resize for co-aligned cameras)"
             )
+        if self._auto is not None:
+            self._auto.offer(job.thermal, visible.rgb)  # O(1): the estimator has its own thread
         start = time.perf_counter()
         fused = fuser(job.thermal, visible.rgb)
         ms = (time.perf_counter() - start) * 1e3
@@ -370,11 +376,15 @@ class FusionNode(Node):
     def _diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
         level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued())
         values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size))]
+        if self._auto is not None:
+            values += self._auto.diagnostics()
         return level, message, values
 
     def destroy_node(self) -> None:
         """Stop the worker (after its current frame) and free the model, then destroy the node."""
         self.worker.stop()
+        if self._auto is not None:
+            self._auto.destroy()
         self._diagnostics.destroy()
         super().destroy_node()
 

@@ -132,6 +132,19 @@ def parameter_table() -> list[ParamSpec]:
         ParamSpec("registration.resize", False, "with the identity homography, accept thermal and RGB of different sizes and "
                   "stretch thermal over the RGB frame (only right for co-boresighted cameras with the same field of view); "
                   "otherwise such pairs are rejected as a size mismatch; live"),
+        # -- automatic registration (fusion_ros.registration.auto) --------------------------------
+        ParamSpec("registration.auto", False, "estimate registration.homography in the background from live pairs "
+                  "(structure of the scene, no target); switches only to confidently better matrices, by setting "
+                  "registration.homography; restart to change", read_only=True),
+        ParamSpec("registration.auto_interval", 10.0, "least seconds between two background estimates; restart to change",
+                  range=(1.0, 3600.0), read_only=True),
+        ParamSpec("registration.auto_frames", 5, "pairs (0.5 s apart at least) estimated jointly; restart to change",
+                  range=(1, 50), read_only=True),
+        ParamSpec("registration.auto_min_confidence", 0.6, "estimates below this confidence are refused; restart to change",
+                  range=(0.0, 1.0), read_only=True),
+        ParamSpec("registration.save_path", "", "if set, each accepted estimate is also written there as a parameters "
+                  "file (registration.homography); restart to change", read_only=True),
+        # -- end of automatic registration ---------------------------------------------------------
         ParamSpec("rgb.transport", "raw", "RGB input: raw (sensor_msgs/Image on rgb/image_raw) or compressed "
                   "(sensor_msgs/CompressedImage on rgb/image_raw/compressed, JPEG/PNG); restart to change",
                   choices=("raw", "compressed"), read_only=True),
