@@ -209,8 +209,12 @@ def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], base: f
         wl, hl = max(8, round(W * f)), max(8, round(H * f))
         ft = min(1.0, f * base)
         twl, thl = max(8, round(w * ft)), max(8, round(h * ft))
+        # Zero-mean fields: unrelated content then correlates to 0 on average, so the objective does
+        # not reward covering more of the frame (a dominant edge direction would otherwise bias the zoom).
         fr = structure_features(_resize(rgb, wl, hl))
+        fr -= fr.mean(axis=(0, 1))
         ftf = structure_features(_resize(thermal, twl, thl))
+        ftf -= ftf.mean(axis=(0, 1))
         dx = cv2.Sobel(ftf, cv2.CV_32F, 1, 0, ksize=1) * 0.5
         dy = cv2.Sobel(ftf, cv2.CV_32F, 0, 1, ksize=1) * 0.5
         mag = np.abs(fr).sum(axis=2)
@@ -251,7 +255,7 @@ def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tu
     ref = []
     for lv in coarse:
         a = np.zeros((nh, nw, 2), np.float32)
-        a[pad:pad + Hc, pad:pad + Wc] = lv.rgb - lv.rgb.mean(axis=(0, 1))  # zero mean: no pull from the overlap's size
+        a[pad:pad + Hc, pad:pad + Wc] = lv.rgb
         ref.append((np.fft.rfft2(a, axes=(0, 1)), np.fft.rfft2((a * a).sum(axis=2))))
     # The search grid is as fine as one coarse pixel at the image edge.
     rot_step = math.degrees(1.5 / (Wc / 2))
@@ -277,7 +281,7 @@ def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tu
                 # canvas pixel → thermal coarse pixel
                 g = lv.s_thermal @ np.linalg.inv(h_full) @ np.linalg.inv(lv.s_rgb) @ np.linalg.inv(offset)
                 th, tw = lv.thermal.shape[:2]
-                moved = cv2.warpPerspective(_turn(lv.thermal[..., :2] - lv.thermal[..., :2].mean(axis=(0, 1)), math.radians(theta)), g, (nw, nh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+                moved = cv2.warpPerspective(_turn(lv.thermal[..., :2], math.radians(theta)), g, (nw, nh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
                 mask = cv2.warpPerspective(np.ones((th, tw), np.float32), g, (nw, nh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
                 f_b = np.fft.rfft2(moved, axes=(0, 1))
                 f_m = np.fft.rfft2(mask)
