@@ -14,6 +14,7 @@ place do not count), and person AP50 of YOLOX-Nano on the fused frames when the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -43,13 +44,18 @@ def main() -> None:
     args = ap.parse_args()
     root = args.shared / "data" / "llvip"
     names = sorted(p.stem for p in (root / "labels").glob("*.xml"))[: args.limit]
-    vis = [cv2.resize(read_image(root / "vi" / f"{n}.jpg"), SIZE, interpolation=cv2.INTER_AREA) for n in names]
+    originals = [read_image(root / "vi" / f"{n}.jpg") for n in names]
+    vis = [cv2.resize(v, SIZE, interpolation=cv2.INTER_AREA) for v in originals]
     irs = [cv2.resize(read_thermal(root / "ir" / f"{n}.jpg"), SIZE, interpolation=cv2.INTER_AREA) for n in names]
     try:
         from fusion_ros.detection import average_precision, load_detector, read_labels
 
         det = load_detector(args.shared / "detectors" / args.detector, threads=1)
-        gts = [read_labels(root / "labels" / f"{n}.xml", SIZE[::-1])[0] for n in names]
+        gts = []
+        for n, v in zip(names, originals):  # VOC boxes are in the original pixels: scale them to SIZE
+            gt = read_labels(root / "labels" / f"{n}.xml", v.shape[:2])[0]
+            sx, sy = SIZE[0] / v.shape[1], SIZE[1] / v.shape[0]
+            gts.append(dataclasses.replace(gt, boxes=gt.boxes * np.array([sx, sy, sx, sy])))
     except ImportError:
         det = None
         print("fusion_ros.detection is not available here: fusion metrics only")
