@@ -26,17 +26,18 @@ from fusion_ros.bag import (
     deserialize,
     expected_pairs,
     image_message,
-    process_bag,
     read_messages,
     serialize_image,
     stamp_ns,
     write_bag,
     write_scene_bag,
 )
+from fusion_ros.bag_fusion import process_bag
 from fusion_ros.cli import main
+from fusion_ros.config import FusionConfig
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.fuser import Fuser
-from fusion_ros.ros.convert import thermal_from_msg, visible_from_msg
+from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
 
 H, W = 48, 64
 START = 1_700_000_000_000_000_000
@@ -113,7 +114,7 @@ def test_process_bag_fuses_every_pair(tmp_path: Path, storage: str) -> None:
     assert len(expected) == 15
     seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
     stats = process_bag(
-        src, tmp_path / "out", "pyramid", batch_size=4, progress=False,
+        src, tmp_path / "out", FusionConfig.create("pyramid"), batch_size=4, progress=False,
         on_fused=lambda th, rgb, fu, stamp: seen.append((th.copy(), rgb.copy(), fu.copy(), stamp)),
     )
     assert stats.pairs == stats.fused == len(expected)
@@ -193,7 +194,8 @@ def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_replay_loop_through_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rclpy = pytest.importorskip("rclpy")
-    from fusion_ros.ros.playback import TopicRecorder, ros_env, spinning, start_node_process, stop_process
+    from fusion_ros.ros.player import TopicRecorder, spinning
+    from fusion_ros.ros.processes import ros_env, start_node_process, stop_process
 
     src = tmp_path / "scene"
     write_scene_bag(src, scenes.stream(2.0, height=128, width=160, start_ns=START, seed=1))
