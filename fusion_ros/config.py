@@ -373,12 +373,17 @@ def build_config(values: Mapping[str, Any], *, check_available: bool = True) -> 
     :class:`FusionConfig`; a name not given takes its default from :func:`parameter_table`.
 
     Only ``<method>.<option>`` values of the chosen method are read (the node declares every
-    method's); other names of the table that do not describe fusion (``sync.*``, ``qos.*`` …) are
-    ignored here. Errors as :meth:`FusionConfig.create`.
+    method's); names of the table that do not describe fusion (``sync.*``, ``qos.*`` …) are
+    ignored here, and a name that is none of these (a typo) is a :class:`ConfigError`. Other
+    errors as :meth:`FusionConfig.create`.
     """
     def get(name: str) -> Any:
         return values[name] if name in values else _FIXED[name].default
 
+    methods = set(method_names())
+    unknown = sorted(k for k in values if k != "method" and k not in _FIXED and k.partition(".")[0] not in methods)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; see `fusion-ros params` for every name")
     method = str(values.get("method", DEFAULT_METHOD))
     prefix = f"{method}."
     options = {k[len(prefix):]: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k.startswith(prefix)}

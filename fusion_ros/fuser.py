@@ -8,6 +8,7 @@ implements only its algorithm on clean tensors. What it is built from is one val
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,7 +18,7 @@ import torch
 from fusion_ros.color import luma, replace_luma
 from fusion_ros.config import FusionConfig, RegistrationConfig
 from fusion_ros.device import array_to_device, precision_name
-from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.errors import InputError
 from fusion_ros.methods.base import FusionMethod
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.thermal import THERMAL_DTYPES, ThermalConfig, ThermalNormalizer
@@ -153,16 +154,14 @@ class Fuser:
         if warmup:
             self.method.warmup()
 
-    def reconfigure(self, config: FusionConfig) -> None:
-        """Take ``config``'s thermal and registration settings (its :attr:`~FusionConfig.build_key` must be
-        this model's); a changed thermal setting restarts the smoothed window."""
-        if config.build_key != self.config.build_key:
-            raise ConfigError(f"reconfigure cannot change the model ({self.config.method!r} to {config.method!r}); build a new Fuser")
-        if config.thermal != self.config.thermal:
-            self.thermal = ThermalNormalizer(config.thermal)
-        if config.registration != self.config.registration:
-            self.registration = config.registration.build()
-        self.config = config
+    def reconfigure(self, thermal: ThermalConfig, registration: RegistrationConfig) -> None:
+        """Use other thermal and registration settings from the next frame on (the model stays); a
+        changed thermal setting restarts the smoothed window."""
+        if thermal != self.config.thermal:
+            self.thermal = ThermalNormalizer(thermal)
+        if registration != self.config.registration:
+            self.registration = registration.build()
+        self.config = dataclasses.replace(self.config, thermal=thermal, registration=registration)
 
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:

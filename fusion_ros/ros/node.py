@@ -192,7 +192,7 @@ class FusionNode(Node):
 
     def _reconfigure_running(self, config: FusionConfig) -> None:
         """Apply thermal/registration settings to the model in use, between two frames."""
-        self.worker.call(lambda fuser: fuser.reconfigure(config))
+        self.worker.call(lambda fuser: fuser.reconfigure(config.thermal, config.registration))
         self._running = replace(self._running, thermal=config.thermal, registration=config.registration)
 
     def _on_swap(self, config: FusionConfig, fuser: Fuser | None, err: BaseException | None) -> None:
