@@ -29,6 +29,7 @@ import torch
 
 from fusion_ros.device import PRECISION_CHOICES, resolve_device, resolve_dtype
 from fusion_ros.errors import ConfigError, InputError, MethodUnavailableError
+from fusion_ros.methods.base import FusionMethod
 from fusion_ros.options import build_options, coerce, field_default, options_as_dict
 from fusion_ros.registration import Registration
 from fusion_ros.registry import DEFAULT_METHOD, get_method_class, method_names, method_unavailable_reason
@@ -118,7 +119,7 @@ class FusionConfig:
     """
 
     method: str
-    method_class: type
+    method_class: type[FusionMethod]
     options: Any
     device: str
     precision: str
@@ -192,8 +193,8 @@ class FusionConfig:
         return options_as_dict(self.options)
 
     def parameters(self) -> dict[str, Any]:
-        """This configuration as flat parameter values (``build_config(c.parameters())`` equals ``c``):
-        what the node sets back after a failed switch and the page exports."""
+        """This configuration as flat parameter values (``build_config(c.parameters())`` equals ``c``),
+        e.g. what the node sets back after a failed switch."""
         params: dict[str, Any] = {
             "method": self.method,
             "device": self.device,
