@@ -34,7 +34,7 @@ from fusion_ros.bag import (
 )
 from fusion_ros.bag_fusion import process_bag
 from fusion_ros.cli import main
-from fusion_ros.config import FusionConfig
+from fusion_ros.config import FusionConfig, build_config
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
@@ -172,6 +172,22 @@ def test_process_bag_errors(tmp_path: Path) -> None:
         process_bag(tmp_path, tmp_path / "out2", progress=False)
     with pytest.raises(ConfigError, match="batch_size"):
         process_bag(tmp_path / "in", tmp_path / "out3", batch_size=0, progress=False)
+
+
+def test_size_mismatch_pairs_are_refused_unless_resize(tmp_path: Path) -> None:
+    """The node's size rule: a half-size thermal camera needs a homography or registration.resize."""
+    frames = [(stamp, kind, array[::2, ::2].copy() if kind == "thermal" else array) for stamp, kind, array in _frames(0.5)]
+    write_scene_bag(tmp_path / "in", frames)
+    pairs = len(expected_pairs(tmp_path / "in"))
+    assert pairs > 0
+    refused = process_bag(tmp_path / "in", tmp_path / "out", FusionConfig.create("average"), progress=False)
+    assert (refused.pairs, refused.fused, refused.bad_pairs) == (pairs, 0, pairs)
+    assert "registration.resize" in refused.errors[0]
+    assert bag_topics(tmp_path / "out") == {}
+    resized = process_bag(
+        tmp_path / "in", tmp_path / "out2", build_config({"method": "average", "registration.resize": True}), progress=False
+    )
+    assert (resized.fused, resized.bad_pairs) == (pairs, 0)
 
 
 def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
