@@ -381,11 +381,11 @@ def build_config(values: Mapping[str, Any], *, check_available: bool = True) -> 
     def get(name: str) -> Any:
         return values[name] if name in values else _FIXED[name].default
 
-    methods = set(method_names())
-    unknown = sorted(k for k in values if k != "method" and k not in _FIXED and k.partition(".")[0] not in methods)
+    method = str(values.get("method", DEFAULT_METHOD))
+    prefixes = {*method_names(), method}  # an unknown method is reported as such, by FusionConfig.create
+    unknown = sorted(k for k in values if k != "method" and k not in _FIXED and k.partition(".")[0] not in prefixes)
     if unknown:
         raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; see `fusion-ros params` for every name")
-    method = str(values.get("method", DEFAULT_METHOD))
     prefix = f"{method}."
     options = {k[len(prefix):]: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k.startswith(prefix)}
     window = _numbers(get("thermal.window"), "thermal.window", 2)
