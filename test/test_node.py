@@ -526,6 +526,10 @@ def test_a_method_switch_validates_once_and_applies_the_same_config(ros, monkeyp
         assert wait_until(lambda: ros.node.method_state.method == "pyramid" and not ros.node.worker.loading)
 
 
+def test_parameters_rclpy_declares_are_still_settable(ros):
+    assert ros.ros2_param_set("use_sim_time", "false").successful
+
+
 def test_startup_with_an_unavailable_method_runs_the_default_and_reports_error(context):
     from rclpy.parameter import Parameter
 

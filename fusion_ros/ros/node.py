@@ -152,7 +152,7 @@ class FusionNode(Node):
         only when the model changes — and :meth:`_apply_parameters` applies this same object.
         """
         values = self._values()
-        values.update({p.name: p.value for p in params})
+        values.update({p.name: p.value for p in params if p.name in self._specs})  # not rclpy's own (use_sim_time)
         self._validated = None
         try:
             config = build_config(values, check_available=False)
