@@ -146,10 +146,11 @@ class FusionNode(Node):
         raise first_error
 
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validation only (no side effects; a later callback may still reject): returns at once.
+        """Validation only, nothing applied (a later callback may still reject): returns at once.
 
         The config is built here once — method class resolved, options typed, availability checked
-        only when the model changes — and :meth:`_apply_parameters` applies this same object.
+        only when the model changes — and kept for :meth:`_apply_parameters`, which applies this same
+        object.
         """
         values = self._values()
         values.update({p.name: p.value for p in params if p.name in self._specs})  # not rclpy's own (use_sim_time)
