@@ -95,16 +95,14 @@ def test_the_true_warp_scores_higher_than_a_shifted_one() -> None:
 
 def test_params_yaml_round_trips_into_the_node_parameters() -> None:
     yaml = pytest.importorskip("yaml")
-    from fusion_ros.ros.params import config_from_values, parameter_table
+    from fusion_ros.config import build_config
     from fusion_ros.ui.logic import parse_params_yaml
 
     truth = _rig(4)
     text = params_yaml(truth.reshape(-1), comment="test")
     assert NODE_KEY in yaml.safe_load(text)
-    values = {spec.name: spec.default for spec in parameter_table()}
-    values.update(parse_params_yaml(text))
-    config = config_from_values(values, check_available=False)
-    assert config.homography == pytest.approx(tuple(truth.reshape(-1)), rel=1e-12)
+    config = build_config(parse_params_yaml(text), check_available=False)
+    assert config.registration.homography == pytest.approx(tuple(truth.reshape(-1)), rel=1e-12)
 
 
 # -- background estimator ----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarra
 
 def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Synchronized pairs of the bag (the node's pairing rule), ``frames`` of them spread over its length."""
-    from fusion_ros.ros.convert import thermal_from_msg, visible_from_msg
+    from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
     from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
     sync: ApproximateTimeSynchronizer = ApproximateTimeSynchronizer(100, slop_s)
