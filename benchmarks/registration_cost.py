@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fusion_ros.config import RegistrationConfig
 from fusion_ros.fuser import Fuser
 from fusion_ros.imageio import read_image, read_thermal
 from fusion_ros.metrics import qabf, ssim_index
@@ -80,8 +81,8 @@ def main() -> None:
                         errs.append(float(np.linalg.norm(p[:2] / p[2] - q[:2] / q[2], axis=0).mean()))
                     except RegistrationError:
                         refused += 1  # fuse with the identity, as the node keeps its matrix
-                fuse.registration = type(fuse.registration)(homography)
-                fused_all.append(fuse(mv, vi))
+                fuse.reconfigure(fuse.config.thermal, RegistrationConfig(None if homography is None else tuple(homography)))
+                fused_all.append(fuse(mv, vi).copy())  # the Fuser may reuse its output buffer
             grey = lambda x: x.astype(np.float32).mean(axis=2) if x.ndim == 3 else x.astype(np.float32)
             q = np.mean([qabf(grey(vi), grey(ir), grey(f)) for vi, ir, f in zip(vis, irs, fused_all)])
             s_vi = np.mean([ssim_index(grey(vi), grey(f)) for vi, f in zip(vis, fused_all)])
