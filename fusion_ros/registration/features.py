@@ -23,7 +23,8 @@ __all__ = ["structure_features", "to_gray", "edge_fraction"]
 _SOBEL_GAIN = 8.0
 #: A pixel counts as structure when the grey level (in [0, 1]) changes by this much per pixel.
 _EDGE_SLOPE = 0.01
-EPS_FACTOR = 2.0
+#: ε is this many times the image's median gradient: noise and fine texture saturate only part-way, edges fully.
+_EPS_PER_MEDIAN = 2.0
 
 
 def to_gray(image: np.ndarray, name: str) -> np.ndarray:
@@ -71,7 +72,7 @@ def structure_features(gray: np.ndarray, smooth: float = 1.0) -> np.ndarray:
     """
     gx, gy = _gradients(gray)
     m2 = gx * gx + gy * gy
-    eps = max(EPS_FACTOR * float(np.median(np.sqrt(m2))), _EDGE_SLOPE)
+    eps = max(_EPS_PER_MEDIAN * float(np.median(np.sqrt(m2))), _EDGE_SLOPE)
     denom = m2 + eps * eps
     feats = np.stack([(gx * gx - gy * gy) / denom, 2.0 * gx * gy / denom], axis=-1)
     if smooth > 0:
