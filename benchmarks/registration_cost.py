@@ -75,7 +75,8 @@ def main() -> None:
                     try:
                         res = estimate_homography([(mv, vi)], EstimatorConfig())
                         homography = res.as_list()
-                        truth = np.array([[1, 0, d * math.cos(a)], [0, 1, d * math.sin(a)], [0, 0, 1]])
+                        # shift() moves the content by +d: thermal pixel x shows what RGB pixel x - d shows.
+                        truth = np.array([[1, 0, -d * math.cos(a)], [0, 1, -d * math.sin(a)], [0, 0, 1]])
                         corners = np.array([[0, 0, 1], [639, 0, 1], [639, 511, 1], [0, 511, 1]], float).T
                         p, q = res.homography @ corners, truth @ corners
                         errs.append(float(np.linalg.norm(p[:2] / p[2] - q[:2] / q[2], axis=0).mean()))
