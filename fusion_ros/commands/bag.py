@@ -10,6 +10,7 @@ from pathlib import Path
 from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, STORAGES, process_bag
 from fusion_ros.commands.fuse import add_fuser_arguments, fuser_settings
 from fusion_ros.registry import get_method_class
+from fusion_ros.temporal import FlickerMeter
 
 NAME = "bag"
 HELP = "fuse every synchronized thermal/RGB pair of a rosbag2 (sqlite3 or MCAP) into a new bag"
@@ -30,11 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fuser_arguments(parser)
     parser.add_argument("--thermal-smoothing", type=float, default=0.9,
                         help="weight of the previous thermal window (0: per frame; default 0.9, as the node)")
+    parser.add_argument("--flicker", action="store_true",
+                        help="also report the flicker ratio: mean |F_t - F_t-1| over the larger of the inputs' (fusion_ros.temporal)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     get_method_class(args.method)  # an unknown name fails before the bag is read
+    meter = FlickerMeter() if args.flicker else None
     start = time.perf_counter()
     stats = process_bag(
         args.input,
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        on_fused=None if meter is None else lambda thermal, rgb, fused, _stamp: meter.update(thermal, rgb, fused),
     )
     seconds = time.perf_counter() - start
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.dropped.items())) or "none"
@@ -59,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.rgb_messages} RGB messages ({stats.pairs} pairs; unpaired messages: {dropped}"
         f"{f'; copied {stats.copied} input messages' if args.copy_inputs else ''}) in {seconds:.1f} s"
     )
+    if meter is not None:
+        print(
+            f"flicker ratio {meter.ratio:.3f}: fused frames change by {meter.fused_change:.2f} grey levels per frame, "
+            f"the inputs by up to {meter.input_change:.2f} ({meter.frames} frames)"
+        )
     for err in stats.errors:
         print(f"warning: skipped {err}", file=sys.stderr)
     if stats.bad_messages > len(stats.errors):
