@@ -1,13 +1,18 @@
-"""The flicker ratio of fused video (fusion_ros.temporal.FlickerMeter) on sequences with known answers."""
+"""The flicker ratio of fused video (fusion_ros.temporal.FlickerMeter) on sequences with known answers,
+and as ``fusion-ros bag --flicker`` reports it."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fusion_ros.bag import write_scene_bag
+from fusion_ros.cli import main
 from fusion_ros.errors import InputError
+from fusion_ros.scenes import stream
 from fusion_ros.temporal import FlickerMeter
 
 
@@ -65,3 +70,11 @@ def test_fewer_than_two_frames_is_nan_and_bad_shapes_are_input_errors() -> None:
         meter.update(np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(InputError, match="no finite value"):
         FlickerMeter().update(np.full((4, 4), np.nan, np.float32), np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8))
+
+
+def test_bag_command_reports_the_flicker_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_scene_bag(tmp_path / "in", stream(0.5, thermal_hz=10.0, rgb_hz=10.0, height=72, width=96, seed=4))
+    assert main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "average", "--flicker", "--quiet"]) == 0
+    line = next(li for li in capsys.readouterr().out.splitlines() if li.startswith("flicker ratio"))
+    ratio = float(line.split()[2].rstrip(":"))
+    assert 0.0 < ratio < 1.0 and "(5 frames)" in line  # averaging two cameras' changes stays below the larger one
