@@ -99,7 +99,7 @@ def street() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _flicker(method: str, frames: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    fuser, meter = Fuser(method, device="cpu", thermal=ThermalConfig(ema=0.9)), FlickerMeter()
+    fuser, meter = Fuser(method, device="cpu", thermal=ThermalConfig(smoothing=0.9)), FlickerMeter()
     for thermal, rgb in frames:
         meter.update(thermal, rgb, fuser(thermal, rgb))
     return meter.ratio
