@@ -8,7 +8,7 @@ intervals of the default's difference to RGB, CLAHE-RGB and ``average``, AP50 on
 halves of the pairs (first/last 15), and how often the default wins on 500 random halves. Until ``fusion-ros evaluate --detector`` exists this is
 the command behind the detection table of ``docs/RESULTS.md``; it needs ../shared and is not a test.
 
-    python benchmarks/detection_llvip.py [--shared ../shared] [--boot 2000]
+    python benchmarks/detection_llvip.py [--shared ../shared] [--boot 2000] [--downscale 2]
 """
 
 from __future__ import annotations
@@ -160,6 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--downscale", type=int, default=1, help="shrink both frames by this factor first (2: 640x512, a common thermal size)")
     args = ap.parse_args()
     data = args.shared / "data" / "llvip"
     detectors = {name: Detector(args.shared / "detectors" / f) for name, f in (("YOLOX-Nano", "yolox_nano.onnx"), ("NanoDet-m", "nanodet_m_416.onnx"))}
@@ -169,7 +170,10 @@ def main() -> None:
     per = {(i, d): [] for i in inputs for d in detectors}
     for name in names:
         ir, rgb = read_thermal(data / "ir" / f"{name}.jpg"), read_visible(data / "vi" / f"{name}.jpg")
-        gt = read_boxes(data / "labels" / f"{name}.xml")
+        gt = read_boxes(data / "labels" / f"{name}.xml") / args.downscale
+        if args.downscale > 1:
+            size = (ir.shape[1] // args.downscale, ir.shape[0] // args.downscale)
+            ir, rgb = (cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (ir, rgb))
         frames = {"rgb": rgb, "clahe": clahe(rgb), "rgb-exposed": exposed_rgb(fusers[DEFAULT_METHOD], rgb)}
         frames["thermal"] = np.repeat(ir[..., None], 3, 2)
         frames.update({m: f(ir, rgb) for m, f in fusers.items()})
