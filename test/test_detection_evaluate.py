@@ -71,3 +71,12 @@ def test_detection_inputs_fail_clearly(labelled: Path, constant_detector: Path, 
     assert "labels" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(labelled), "--classes", "0=person", "--quiet", "--out", str(tmp_path / "o")]) == 1
     assert "need --detector" in capsys.readouterr().err
+
+
+def test_readme_figure_draws_each_detector_on_rgb_and_fused(constant_detector: Path, tmp_path: Path) -> None:
+    from fusion_ros.detection.figure import detection_figure
+
+    out = tmp_path / "fig.png"
+    drawn = detection_figure([constant_detector], ["average"], out, size=(128, 160))
+    assert drawn == {("const", "RGB"): "2 person", ("const", "average"): "2 person"}
+    assert Image.open(out).size[0] > 100
