@@ -101,7 +101,10 @@ def test_boxes_layout_three_outputs_or_one_table(tmp_path: Path) -> None:
     table = np.concatenate([boxes, scores[..., None], labels[..., None].astype(np.float32)], axis=2)
     one = load_detector(constant_model(tmp_path / "b1.onnx", {"output": table}))
     expected = [(_to_image((100, 100, 200, 300), TOP), 0.8, 0), (_to_image((10, 60, 50, 160), TOP), 0.4, 2)]
-    for det in (three, one):
+    # TensorRT-style EfficientNMS: a detection count output beside the three
+    count = {"num_dets": np.array([[2]], np.int64)}
+    four = load_detector(constant_model(tmp_path / "b4.onnx", {**count, "det_boxes": boxes, "det_scores": scores, "det_classes": labels}))
+    for det in (three, one, four):
         assert det.adapter.name == "boxes"
         _assert_found(det.detect(IMAGE), expected)
 

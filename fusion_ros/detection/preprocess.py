@@ -86,7 +86,9 @@ class Preprocess:
         h, w = image.shape[:2]
         net_h, net_w = self.size
         ratio = min(net_h / h, net_w / w)
-        new_w, new_h = max(int(w * ratio), 1), max(int(h * ratio), 1)
+        # The limiting side fills the input exactly (w * (net_w / w) can round to net_w - 1).
+        new_w = net_w if ratio == net_w / w else max(int(w * ratio), 1)
+        new_h = net_h if ratio == net_h / h else max(int(h * ratio), 1)
         resized = cv2.resize(image, (new_w, new_h), interpolation=_INTERPOLATION[self.interpolation])
         if self.placement == "center":
             left, top = int((net_w - new_w) * 0.5), int((net_h - new_h) * 0.5)

@@ -59,7 +59,10 @@ def _markdown(study: DetectionStudy, scores: dict[Key, ClassScores], diffs: dict
             name = study.names[c] if c < len(study.names) else str(c)
             n_gt = scores[(det.name, "rgb", c)].n_gt
             lines += ["", f"### `{det.name}`: {name} ({n_gt} boxes)", ""]
-            lines.append("| image given to the detector | AP50 | AP50 (11-pt) | AP50:95 | recall | precision | detections | ΔAP50 vs RGB [95 % CI] |")
+            lines.append(
+                "| image given to the detector | AP50 | AP50 (11-pt) | AP50:95 | recall | precision | "
+                f"detections ≥ {cfg.score_threshold:g} | ΔAP50 vs RGB [95 % CI] |"
+            )
             lines.append("|---|---|---|---|---|---|---|---|")
             for source in study.sources:
                 s = scores[(det.name, source, c)]
