@@ -56,6 +56,10 @@ def test_detection_report_has_every_source_with_the_worked_ap(labelled: Path, co
         assert float(r["ap50"]) == pytest.approx(0.75)
         assert (float(r["recall"]), float(r["precision"])) == (pytest.approx(1.0), pytest.approx(0.5))
     assert all(float(r["delta_ap50_vs_rgb"]) == 0.0 for r in rows)
+    with open(out / "detection_per_image.csv") as fh:
+        per_image = [r for r in csv.DictReader(fh) if r["source"] == "average"]
+    # a: the 0.9 box is its person, the 0.4 box a false alarm; b: the other way round.
+    assert [(r["image"], r["n_gt"], r["tp"], r["fp"], r["missed"]) for r in per_image] == [("a", "1", "1", "1", "0"), ("b", "1", "1", "1", "0")]
     text = (out / "summary.md").read_text()
     assert "1 pair(s) without a label file left out: c" in text and "`rgb+clahe`" in text
     assert (out / "plots" / "pr_const_person.png").is_file()

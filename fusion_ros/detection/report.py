@@ -4,6 +4,8 @@
   11-point), AP50:95, recall and precision at the score threshold, and ΔAP50 vs RGB with its paired
   bootstrap 95 % interval (bold when the interval excludes 0);
 - ``detection.csv``: the same numbers, unrounded;
+- ``detection_per_image.csv``: per detector, class, source and image, the true positives, false
+  positives and misses at the score threshold (IoU 0.5) — where a source wins or loses;
 - ``plots/pr_<detector>_<class>.png``: PR curves at IoU 0.5, one line per source.
 """
 
@@ -87,6 +89,19 @@ def _csv(study: DetectionStudy, scores: dict[Key, ClassScores], diffs: dict[Key,
                         *(f"{v:.6g}" for v in (s.ap50, s.ap50_11pt, s.ap50_95, s.recall, s.precision)), *extra])  # fmt: skip
 
 
+def _per_image_csv(study: DetectionStudy, scores: dict[Key, ClassScores], path: Path) -> None:
+    thr = study.config.score_threshold
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["detector", "class", "source", "image", "n_gt", "tp", "fp", "missed"])
+        for (det, source, c), s in scores.items():
+            name = study.names[c] if c < len(study.names) else str(c)
+            for image, m in zip(study.images, s.matches):
+                above = (m.scores >= thr) & ~m.ignored[0]
+                tp = int((m.tp[0] & above).sum())
+                w.writerow([det, name, source, image, m.npos, tp, int(above.sum()) - tp, m.npos - tp])
+
+
 def _plots(study: DetectionStudy, scores: dict[Key, ClassScores], folder: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -129,5 +144,10 @@ def write_detection_report(study: DetectionStudy, out: Path) -> tuple[str, dict[
     text = _markdown(study, scores, diffs)
     (out / "detection.md").write_text(text)
     _csv(study, scores, diffs, out / "detection.csv")
+    _per_image_csv(study, scores, out / "detection_per_image.csv")
     _plots(study, scores, out / "plots")
-    return text, {"detection_md": out / "detection.md", "detection_csv": out / "detection.csv"}
+    return text, {
+        "detection_md": out / "detection.md",
+        "detection_csv": out / "detection.csv",
+        "detection_per_image": out / "detection_per_image.csv",
+    }
