@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--classes",
-        help="the detector's class names in id order (default: COCO's 80), or YOLO-label id map such as '0=person,1=car'",
+        help="the detector's class names in id order (default: COCO's 80), or label mappings onto COCO classes: "
+        "YOLO ids '0=person,1=car' and/or VOC names 'pedestrian=person'",
     )
     det.add_argument("--score-threshold", type=float, default=0.3, help="score where recall/precision are read (default 0.3)")
     det.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")

@@ -14,13 +14,14 @@ from fusion_ros.detection.ap import ClassScores, ImageMatches, average_precision
 from fusion_ros.detection.bootstrap import Difference, paired_bootstrap
 from fusion_ros.detection.boxes import Detections, iou_matrix, nms
 from fusion_ros.detection.enhance import clahe_rgb
-from fusion_ros.detection.labels import COCO_CLASSES, GroundTruth, find_label_file, parse_class_map, read_labels
+from fusion_ros.detection.labels import COCO_CLASSES, ClassMap, GroundTruth, find_label_file, parse_class_map, read_labels
 from fusion_ros.detection.preprocess import Preprocess
 from fusion_ros.detection.runner import Detector, load_detector
 
 __all__ = [
     "COCO_CLASSES",
     "FORMATS",
+    "ClassMap",
     "ClassScores",
     "Detections",
     "Detector",

@@ -18,7 +18,7 @@ from fusion_ros.detection.ap import ClassScores, evaluate_images
 from fusion_ros.detection.bootstrap import Difference, paired_bootstrap
 from fusion_ros.detection.boxes import Detections
 from fusion_ros.detection.enhance import clahe_rgb
-from fusion_ros.detection.labels import GroundTruth, find_label_file, parse_class_map, read_labels
+from fusion_ros.detection.labels import ClassMap, GroundTruth, find_label_file, parse_class_map, read_labels
 from fusion_ros.detection.runner import Detector
 from fusion_ros.errors import ConfigError, InputError
 
@@ -58,8 +58,7 @@ class DetectionStudy:
     config: DetectionConfig
     labels_dir: Path
     detectors: list[Detector]
-    names: tuple[str, ...]
-    yolo_ids: dict[int, int]
+    classes: ClassMap
     sources: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     truths: list[GroundTruth] = field(default_factory=list)
@@ -80,12 +79,12 @@ class DetectionStudy:
         clash = sorted(set(BASE_SOURCES) & set(fused_labels))
         if clash:
             raise ConfigError(f"method label(s) {', '.join(clash)} clash with the detection baselines {', '.join(BASE_SOURCES)}")
-        names, ids = parse_class_map(config.classes)
+        classes = parse_class_map(config.classes)
         detectors = [Detector(p, format=config.format, input_size=config.input_size) for p in config.detectors]
         stems = [d.name for d in detectors]
         if len(set(stems)) != len(stems):
             raise ConfigError(f"detector files need distinct names (their stems label the report): {', '.join(stems)}")
-        return cls(config, labels_dir, detectors, names, ids, sources=[*BASE_SOURCES, *fused_labels])
+        return cls(config, labels_dir, detectors, classes, sources=[*BASE_SOURCES, *fused_labels])
 
     def add_pair(self, name: str, rgb: np.ndarray, thermal: np.ndarray, fused: Mapping[str, np.ndarray]) -> bool:
         """Run every detector on this pair's sources; False (and counted) when a label file or a frame is missing."""
@@ -96,7 +95,7 @@ class DetectionStudy:
         if any(s not in fused for s in self.sources[len(BASE_SOURCES) :]):
             self.incomplete.append(name)
             return False
-        truth, unknown = read_labels(path, rgb.shape[:2], self.names, self.yolo_ids)
+        truth, unknown = read_labels(path, rgb.shape[:2], self.classes)
         for u in unknown:
             self.unknown[u] = self.unknown.get(u, 0) + 1
         frames = {"rgb": rgb, "rgb+clahe": clahe_rgb(rgb), "thermal": thermal, **fused}
@@ -106,6 +105,11 @@ class DetectionStudy:
         self.images.append(name)
         self.truths.append(truth)
         return True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The detector's class names in id order."""
+        return self.classes.names
 
     def class_ids(self) -> list[int]:
         """Classes present in the ground truth, in id order."""
