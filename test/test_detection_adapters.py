@@ -89,7 +89,7 @@ def test_yolov5_three_anchors_per_cell_with_objectness(tmp_path: Path) -> None:
     pred[0, 5000, :5] = [200, 150, 40, 80, 0.9]
     pred[0, 5000, 5 + 1] = 0.5
     det = load_detector(constant_model(tmp_path / "v5.onnx", {"output": pred}))
-    assert det.adapter.name == "yolov5"
+    assert det.adapter.name == "ultralytics"
     _assert_found(det.detect(IMAGE), [(_to_image((180, 110, 220, 190), TOP), 0.45, 1)])
 
 

@@ -8,8 +8,8 @@ score / NMS settings of the reference code it reproduces:
   decoded as YOLOX's demo does; score = objectness × class; YOLOX test settings.
 - ``nanodet``: NanoDet (legacy, e.g. NanoDet-m) per-stride outputs, class scores ``[1, Ni, C]``
   (already sigmoid) and GFL distributions ``[1, Ni, 4·(reg_max+1)]``; NanoDet test settings.
-- ``yolov5``: Ultralytics YOLOv5 ``[1, N, 5+C]`` decoded boxes, 3 anchors per cell (``N`` = 3 × cells).
-- ``ultralytics``: Ultralytics YOLOv8/v11 ``[1, 4+C, N]`` decoded boxes, no objectness.
+- ``ultralytics``: Ultralytics YOLOv8/v11 ``[1, 4+C, N]`` decoded boxes without objectness, or
+  YOLOv5 ``[1, N, 5+C]`` with objectness, 3 anchors per cell (``N`` = 3 × cells).
 - ``boxes``: models exported with NMS: ``boxes [1,K,4]`` + ``scores [1,K]`` + ``classes [1,K]``
   (xyxy in input pixels), or one ``[1,K,6]`` output (x1, y1, x2, y2, score, class).
 
@@ -213,44 +213,43 @@ def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return np.concatenate((xywh[:, :2] - xywh[:, 2:4] / 2, xywh[:, :2] + xywh[:, 2:4] / 2), axis=1)
 
 
-class YoloV5Adapter(Adapter):
-    name = "yolov5"
-    preprocess = _ULTRALYTICS_PREP
-    postprocess = Postprocess(conf=0.001, iou=0.6, max_det=300)
-    strides = (8, 16, 32)
-
-    @classmethod
-    def matches(cls, outputs: Sequence[Output], size: tuple[int, int]) -> bool:
-        return (
-            len(outputs) == 1
-            and len(outputs[0].shape) == 3
-            and outputs[0].shape[2] > 5
-            and outputs[0].shape[1] == 3 * sum(_grid_cells(size, cls.strides))
-        )
-
-    def decode(self, outputs: Sequence[np.ndarray], size: tuple[int, int], post: Postprocess) -> Detections:
-        pred = np.asarray(outputs[0][0], np.float32)
-        return _select(_xywh_to_xyxy(pred[:, :4]), pred[:, 4:5] * pred[:, 5:], post)
-
-
 class UltralyticsAdapter(Adapter):
+    """Ultralytics exports: YOLOv8/v11 ``[1, 4+C, N]`` (no objectness) or YOLOv5 ``[1, 3N, 5+C]``.
+
+    Both carry decoded ``cx, cy, w, h`` in input pixels; the selection is the ``ultralytics``
+    package's (which also runs YOLOv5 "u" models): best class per box, NMS IoU 0.7, max 300.
+    """
+
     name = "ultralytics"
     preprocess = _ULTRALYTICS_PREP
     postprocess = Postprocess(conf=0.001, iou=0.7, max_det=300)
     strides = (8, 16, 32)
 
     @classmethod
+    def _variant(cls, outputs: Sequence[Output], size: tuple[int, int]) -> str | None:
+        if len(outputs) != 1 or len(outputs[0].shape) != 3:
+            return None
+        cells = sum(_grid_cells(size, cls.strides))
+        _, a, b = outputs[0].shape
+        if b == cells and a > 4:
+            return "v8"
+        if a == 3 * cells and b > 5:
+            return "v5"
+        return None
+
+    @classmethod
     def matches(cls, outputs: Sequence[Output], size: tuple[int, int]) -> bool:
-        return (
-            len(outputs) == 1
-            and len(outputs[0].shape) == 3
-            and outputs[0].shape[1] > 4
-            and outputs[0].shape[2] == sum(_grid_cells(size, cls.strides))
-        )
+        return cls._variant(outputs, size) is not None
+
+    def __init__(self, outputs: Sequence[Output], size: tuple[int, int]) -> None:
+        self.variant = self._variant(outputs, size)
 
     def decode(self, outputs: Sequence[np.ndarray], size: tuple[int, int], post: Postprocess) -> Detections:
-        pred = np.asarray(outputs[0][0], np.float32).T
-        return _select(_xywh_to_xyxy(pred[:, :4]), pred[:, 4:], post)
+        if self.variant == "v8":
+            pred = np.asarray(outputs[0][0], np.float32).T
+            return _select(_xywh_to_xyxy(pred[:, :4]), pred[:, 4:], post)
+        pred = np.asarray(outputs[0][0], np.float32)
+        return _select(_xywh_to_xyxy(pred[:, :4]), pred[:, 4:5] * pred[:, 5:], post)
 
 
 class BoxesAdapter(Adapter):
@@ -311,7 +310,7 @@ class BoxesAdapter(Adapter):
 
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    a.name: a for a in (YoloxAdapter, NanodetAdapter, YoloV5Adapter, UltralyticsAdapter, BoxesAdapter)
+    a.name: a for a in (YoloxAdapter, NanodetAdapter, UltralyticsAdapter, BoxesAdapter)
 }
 #: Values of ``--detector-format``.
 FORMATS: tuple[str, ...] = ("auto", *ADAPTERS)
