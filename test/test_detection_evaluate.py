@@ -84,3 +84,20 @@ def test_readme_figure_draws_each_detector_on_rgb_and_fused(constant_detector: P
     drawn = detection_figure([constant_detector], ["average"], out, size=(128, 160))
     assert drawn == {("const", "RGB"): "2 person", ("const", "average"): "2 person"}
     assert Image.open(out).size[0] > 100
+
+
+def test_pairs_missing_a_fused_image_are_left_out_and_counted(labelled: Path, constant_detector: Path, tmp_path: Path) -> None:
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    (ext / "a.png").write_bytes((labelled / "vi" / "a.png").read_bytes())  # no fused image for b
+    out = tmp_path / "report"
+    code = main([
+        "evaluate", "--data", str(labelled), "--fused-dir", f"published={ext}", "--metrics", "none",
+        "--detector", str(constant_detector), "--bootstrap", "20", "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    with open(out / "detection.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["source"] for r in rows] == ["rgb", "rgb+clahe", "thermal", "published"]
+    assert {r["n_images"] for r in rows} == {"1"}
+    assert "1 pair(s) missing a fused image left out: b" in (out / "detection.md").read_text()
