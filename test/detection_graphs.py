@@ -12,8 +12,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
-def constant_model(path: Path, outputs: Mapping[str, np.ndarray], input_shape: Sequence[int | str] = (1, 3, 416, 416)) -> Path:
-    """Write a model with input ``images`` of ``input_shape`` whose outputs are ``outputs`` (in order)."""
+def constant_model(
+    path: Path, outputs: Mapping[str, np.ndarray], input_shape: Sequence[int | str] = (1, 3, 416, 416), input_type: str = "float"
+) -> Path:
+    """Write a model with input ``images`` of ``input_shape`` and element type ``input_type``
+    (``float`` | ``float16``) whose outputs are ``outputs`` (in order)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -21,9 +24,10 @@ def constant_model(path: Path, outputs: Mapping[str, np.ndarray], input_shape: S
     for name, value in outputs.items():
         arr = np.asarray(value)
         nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(arr, name=f"{name}_value")))
-        elem = TensorProto.FLOAT if arr.dtype.kind == "f" else TensorProto.INT64
+        elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64}[str(arr.dtype)]
         infos.append(helper.make_tensor_value_info(name, elem, list(arr.shape)))
-    image = helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))
+    elem_in = {"float": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[input_type]
+    image = helper.make_tensor_value_info("images", elem_in, list(input_shape))
     graph = helper.make_graph(nodes, "constant_detector", [image], infos)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

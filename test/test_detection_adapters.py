@@ -133,6 +133,15 @@ def test_free_input_size_is_overridable_and_fixed_size_is_kept(tmp_path: Path) -
         load_detector(fixed, input_size=(320, 320))
 
 
+def test_half_precision_models_and_non_image_inputs(tmp_path: Path) -> None:
+    table = np.array([[[10, 60, 50, 160, 0.75, 0]]], np.float16)
+    half = load_detector(constant_model(tmp_path / "half.onnx", {"output": table}, (1, 3, 416, 416), "float16"))
+    _assert_found(half.detect(IMAGE), [(_to_image((10, 60, 50, 160), TOP), 0.75, 0)])
+    nhwc = constant_model(tmp_path / "nhwc.onnx", {"output": table.astype(np.float32)}, (1, 416, 416, 3))
+    with pytest.raises(InputError, match=r"expected an NCHW image tensor"):
+        load_detector(nhwc)
+
+
 def test_preparation_channel_order_padding_and_normalisation() -> None:
     img = np.zeros((480, 640, 3), np.uint8)
     img[...] = (200, 100, 50)  # RGB

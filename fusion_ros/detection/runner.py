@@ -19,6 +19,8 @@ from fusion_ros.errors import ConfigError, DependencyError, InputError
 
 __all__ = ["Detector", "load_detector"]
 
+_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
 
 def _session(path: Path, threads: int):
     try:
@@ -38,8 +40,8 @@ def _session(path: Path, threads: int):
 
 def _input_size(shape: list, override: tuple[int, int] | None, default: tuple[int, int], path: Path) -> tuple[int, int]:
     """(h, w) of the network input: ``override`` if given, else the model's fixed size, else ``default``."""
-    if len(shape) != 4:
-        raise InputError(f"detector {path} takes a {len(shape)}-d input {shape}; expected (1, 3, H, W)")
+    if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise InputError(f"detector {path} takes a {shape} input; expected an NCHW image tensor (1, 3, H, W)")
     fixed = all(isinstance(d, int) and d > 0 for d in shape[2:])
     if override is not None:
         if fixed and tuple(shape[2:]) != tuple(override):
@@ -77,6 +79,9 @@ class Detector:
         if len(inputs) != 1:
             raise InputError(f"detector {self.path} has {len(inputs)} inputs; expected one image tensor")
         self._input = inputs[0].name
+        if inputs[0].type not in _INPUT_TYPES:
+            raise InputError(f"detector {self.path} takes {inputs[0].type}; expected tensor(float) or tensor(float16)")
+        self._dtype = _INPUT_TYPES[inputs[0].type]
         shape = list(inputs[0].shape)
         # Concrete output shapes come from one run on a blank input: exporters often leave them symbolic.
         # A model with a free input size runs at 640x640 unless ``input_size`` says otherwise.
@@ -88,7 +93,7 @@ class Detector:
         self.postprocess = postprocess or type(self.adapter).postprocess
 
     def _outputs(self, size: tuple[int, int]) -> list[Output]:
-        blank = np.zeros((1, 3, *size), np.float32)
+        blank = np.zeros((1, 3, *size), self._dtype)
         try:
             values = self._session.run(None, {self._input: blank})
         except Exception as err:
@@ -111,7 +116,7 @@ class Detector:
         if channels == "bgr" and image.ndim == 3:
             image = image[..., ::-1]
         tensor, placement = self.preprocess.apply(image)
-        raw = self._session.run(None, {self._input: tensor})
+        raw = self._session.run(None, {self._input: tensor.astype(self._dtype, copy=False)})
         found = self.adapter.decode(raw, self.preprocess.size, self.postprocess)
         return replace(found, boxes=placement.to_image(found.boxes))
 
