@@ -52,6 +52,7 @@ class Postprocess:
         multi_label: one candidate per (box, class) above ``conf`` (NanoDet / mmdet) instead of the
             best class per box (YOLOX, Ultralytics predict).
         pre_nms: per-level cap on candidates before NMS (NanoDet's ``nms_pre``), ``None``: none.
+        in_model: the model already ran NMS (only ``conf`` applies here).
     """
 
     conf: float
@@ -59,8 +60,11 @@ class Postprocess:
     max_det: int | None = None
     multi_label: bool = False
     pre_nms: int | None = None
+    in_model: bool = False
 
     def describe(self) -> str:
+        if self.in_model:
+            return f"score > {self.conf:g}, NMS inside the model"
         parts = [f"score ≥ {self.conf:g}", f"NMS IoU {self.iou:g}"]
         if self.max_det:
             parts.append(f"max {self.max_det}")
@@ -257,7 +261,7 @@ class BoxesAdapter(Adapter):
 
     name = "boxes"
     preprocess = _ULTRALYTICS_PREP
-    postprocess = Postprocess(conf=0.0, iou=1.0)
+    postprocess = Postprocess(conf=0.0, iou=1.0, in_model=True)
 
     @staticmethod
     def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -59,6 +59,13 @@ class Detector:
         adapter: the output-layout decoder.
         preprocess: the input preparation in use (the adapter's, at the model's input size).
         postprocess: score threshold and NMS in use (the adapter's reference settings unless overridden).
+
+    Args:
+        path: ONNX file with one NCHW float input.
+        format: output layout, ``auto`` (from the outputs' shapes) or an adapter name.
+        input_size: ``(h, w)`` for a model whose input size is free (default 640x640).
+        postprocess, preprocess: replace the adapter's reference settings (e.g. another score threshold).
+        threads: onnxruntime intra-op threads (0: its default, all cores).
     """
 
     def __init__(
