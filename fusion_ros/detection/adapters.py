@@ -7,7 +7,10 @@ score / NMS settings of the reference code it reproduces:
 - ``yolox``: YOLOX raw head ``[1, N, 5+C]`` on the stride-8/16/32 grid (``N`` = grid cells),
   decoded as YOLOX's demo does; score = objectness × class; YOLOX test settings.
 - ``nanodet``: NanoDet (legacy, e.g. NanoDet-m) per-stride outputs, class scores ``[1, Ni, C]``
-  (already sigmoid) and GFL distributions ``[1, Ni, 4·(reg_max+1)]``; NanoDet test settings.
+  (already sigmoid) and GFL distributions ``[1, Ni, 4·(reg_max+1)]``; NanoDet test settings. Centre
+  priors are NanoDet's own ``(i + 0.5)·stride``; the resize is INTER_AREA, as in the code the shared
+  ONNX file comes from (NanoDet's own pipeline warps with linear interpolation; on the LLVIP pairs the
+  choice moves AP50 by up to 0.03, see docs/RESULTS.md).
 - ``ultralytics``: Ultralytics YOLOv8/v11 ``[1, 4+C, N]`` decoded boxes without objectness, or
   YOLOv5 ``[1, N, 5+C]`` with objectness, 3 anchors per cell (``N`` = 3 × cells).
 - ``boxes``: models exported with NMS: ``boxes [1,K,4]`` + ``scores [1,K]`` + ``classes [1,K]``
