@@ -55,3 +55,15 @@ def test_bad_detector_path_is_an_error_on_the_page(tmp_path: Path) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert any("detector file not found" in e for e in _texts(at.error))
     assert "Detector" not in _texts(at.subheader)
+
+
+def test_ui_command_passes_the_detector_to_the_page(tmp_path: Path) -> None:
+    import argparse
+
+    from fusion_ros.commands import ui as ui_command
+
+    model = tmp_path / "m.onnx"
+    args = argparse.Namespace(port=8600, address="127.0.0.1", data=None, weights_dir=None, detector=model)
+    cmd = ui_command.streamlit_command(args)
+    assert cmd[cmd.index("--detector") + 1] == str(model.resolve())
+    assert cmd.index("--detector") > cmd.index("--")  # an argument of the page, not of streamlit
