@@ -247,6 +247,9 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
     bar = tqdm(total=len(pairs) * len(labels), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
         for i, pair in enumerate(pairs):
+            if study is not None and not config.metrics and study.skip_unlabelled(pair.name):
+                bar.update(len(labels))  # detection only: nothing to fuse this pair for
+                continue
             ir = load_source(pair.ir, thermal=True)
             vi = load_source(pair.vi, thermal=False)
             if ir.shape[:2] != vi.shape[:2]:

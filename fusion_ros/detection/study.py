@@ -86,12 +86,18 @@ class DetectionStudy:
             raise ConfigError(f"detector files need distinct names (their stems label the report): {', '.join(stems)}")
         return cls(config, labels_dir, detectors, classes, sources=[*BASE_SOURCES, *fused_labels])
 
+    def skip_unlabelled(self, name: str) -> bool:
+        """Count ``name`` as unlabelled and return True when it has no label file (nothing to detect against)."""
+        if find_label_file(self.labels_dir, name) is None:
+            self.unlabelled.append(name)
+            return True
+        return False
+
     def add_pair(self, name: str, rgb: np.ndarray, thermal: np.ndarray, fused: Mapping[str, np.ndarray]) -> bool:
         """Run every detector on this pair's sources; False (and counted) when a label file or a frame is missing."""
-        path = find_label_file(self.labels_dir, name)
-        if path is None:
-            self.unlabelled.append(name)
+        if self.skip_unlabelled(name):
             return False
+        path = find_label_file(self.labels_dir, name)
         if any(s not in fused for s in self.sources[len(BASE_SOURCES) :]):
             self.incomplete.append(name)
             return False
