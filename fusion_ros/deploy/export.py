@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,12 @@ def export_onnx(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Expected and harmless here: the legacy exporter's deprecation notice, shape reads frozen at trace
+            # time (batch 1, chunk counts: by design), and constant-folding notes.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding")
             torch.onnx.export(
                 module.eval(), args, str(tmp), opset_version=OPSET, dynamo=False,
                 input_names=list(input_names), output_names=list(output_names),

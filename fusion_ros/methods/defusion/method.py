@@ -110,6 +110,13 @@ class DeFusion(FusionMethod):
             )
             self._onnx = OnnxFuse(path, self.backend, device, fp16=dtype == torch.float16)
 
+    def export_onnx(self, directory: Path, size: tuple[int, int] | None) -> list[Path]:
+        """Write the fused-image graph to ``directory``: for frames of ``(H, W)`` (padded inside the file's
+        contract by ``pad``), or for any size with ``None``. Returns the written files."""
+        padded = None if size is None else (size[0] + 2 * self.options.pad, size[1] + 2 * self.options.pad)
+        path = Path(directory) / graph_name(self.net, padded)
+        return [export_fuse_graph(self.net, path, size=padded, options=asdict(self.options))]
+
     @staticmethod
     def weights_path(options: Any, weights_dir: Path) -> Path:
         """The checkpoint used: the ``weights`` option, else the manifest's file under ``weights_dir``."""

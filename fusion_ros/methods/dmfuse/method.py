@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from fusion_ros.deploy.backends import BACKENDS, resolve_backend
-from fusion_ros.errors import InputError
+from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.methods.base import FusionMethod, option
-from fusion_ros.methods.dmfuse.backends import OnnxDMFuse
+from fusion_ros.methods.dmfuse.backends import OnnxDMFuse, export_head_graph, export_unet_graph, graph_name
 from fusion_ros.methods.dmfuse.head import DMFuseHead
 from fusion_ros.methods.dmfuse.loaders import head_state_from_checkpoint, load_strict, read_checkpoint, split_checkpoint, unet_state_from_checkpoint
 from fusion_ros.methods.dmfuse.model import DMFuseModel
@@ -126,6 +126,17 @@ class DMFuse(FusionMethod):
                 sources[part] = str(path)
         load_strict(head, parts["head"], sources["head"])
         load_strict(unet, parts["unet"], sources["unet"])
+
+    def export_onnx(self, directory: Path, size: tuple[int, int] | None) -> list[Path]:
+        """Write the U-Net feature graph (any size) and the head graph for frames of ``(H, W)`` to
+        ``directory``; returns the written files. The head needs a size (see :mod:`.backends`)."""
+        if size is None:
+            raise ConfigError("dmfuse's head graph is exported per frame size: give --size WxH (its U-Net graph is dynamic anyway)")
+        padded = (-(-size[0] // PAD_MULTIPLE) * PAD_MULTIPLE, -(-size[1] // PAD_MULTIPLE) * PAD_MULTIPLE)
+        opts = asdict(self.options)
+        unet = export_unet_graph(self.model, Path(directory) / graph_name(self.model, "unet", None), options=opts)
+        head = export_head_graph(self.model, Path(directory) / graph_name(self.model, "head", padded), padded, options=opts)
+        return [unet, head]
 
     def _levels_and_noise(self, batch: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Levels and noise for a padded batch; with a fixed seed they are drawn once per shape."""
