@@ -223,3 +223,11 @@ def test_runtime_is_a_live_node_parameter(method: str) -> None:
     assert config.options["runtime"] == "openvino"
     with pytest.raises(ConfigError, match="runtime"):
         params.config_from_values(values | {f"{method}.runtime": "tflite"}, check_available=False)
+
+
+@pytest.mark.parametrize("opt", ["defusion.runtime=tflite", "runtime=openvino", "pyramid.runtime=openvino"])
+def test_bench_checks_method_options_before_any_run(opt: str, tmp_path: Path) -> None:
+    from fusion_ros.cli import main
+
+    assert main(["bench", "--methods", "defusion", "--sizes", "64x64", "--opt", opt, "--out", str(tmp_path)]) == 1
+    assert not list(tmp_path.iterdir())

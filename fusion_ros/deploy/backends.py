@@ -133,7 +133,7 @@ class OnnxRunner:
         path: the ``.onnx`` file.
         backend: one of :data:`ONNX_BACKENDS` (already resolved).
         device: where outputs are returned.
-        threads: compute threads (0: the runtime's default); the node passes ``torch_threads``.
+        threads: compute threads (0: torch's current count, which the node sets from ``torch_threads``).
         fp16: let TensorRT build fp16 engines.
     """
 

@@ -142,7 +142,7 @@ def parameter_table() -> list[ParamSpec]:
         ParamSpec("output.reliability", "reliable", "reliability of fused/image_raw and fused/camera_info (reliable: `ros2 topic "
                   "echo` and rosbag record get every frame); restart to change", choices=_RELIABILITY, read_only=True),
         ParamSpec("output.depth", 5, "history depth of the fused publishers; restart to change", range=(1, 100), read_only=True),
-        ParamSpec("torch_threads", 0, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (all cores). "
+        ParamSpec("torch_threads", 1, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (all cores). "
                   "Where other busy processes share the cores, use fewer: idle threads spin against them (2-core "
                   "demo with bag player and recorder: pyramid 10 ms with 1 thread, 112 ms with 2); restart to change", range=(0, 256), read_only=True),
         ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),
