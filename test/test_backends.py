@@ -200,29 +200,18 @@ def test_dmfuse_backend_matches_golden(shared_dir: Path, runtime: str, tmp_path:
 # ---------------------------------------------------------------------------------------- node parameter
 
 
-def _param_module():  # the parameter table moves from fusion_ros.ros.params to fusion_ros.config
-    try:
-        import fusion_ros.config as params  # type: ignore[import-not-found]
-
-        params.parameter_table  # noqa: B018
-    except (ImportError, AttributeError):
-        import fusion_ros.ros.params as params
-    return params
-
-
 @pytest.mark.parametrize("method", ["defusion", "dmfuse"])
 def test_runtime_is_a_live_node_parameter(method: str) -> None:
     """``ros2 param set /fusion_node <method>.runtime openvino`` passes the node's validation like any option."""
-    params = _param_module()
-    table = {spec.name: spec for spec in params.parameter_table()}
-    spec = table[f"{method}.runtime"]
+    from fusion_ros.config import build_config, parameter_table
+
+    spec = {s.name: s for s in parameter_table()}[f"{method}.runtime"]
     assert spec.default == "torch" and not spec.read_only
     assert set(BACKENDS) <= set(spec.choices)
-    values = {name: s.default for name, s in table.items()} | {"method": method, f"{method}.runtime": "openvino"}
-    config = params.config_from_values(values, check_available=False)
-    assert config.options["runtime"] == "openvino"
+    config = build_config({"method": method, f"{method}.runtime": "openvino"}, check_available=False)
+    assert config.options.runtime == "openvino"
     with pytest.raises(ConfigError, match="runtime"):
-        params.config_from_values(values | {f"{method}.runtime": "tflite"}, check_available=False)
+        build_config({"method": method, f"{method}.runtime": "tflite"}, check_available=False)
 
 
 @pytest.mark.parametrize("opt", ["defusion.runtime=tflite", "runtime=openvino", "pyramid.runtime=openvino"])

@@ -68,6 +68,7 @@ class DeFusion(FusionMethod):
     color_space = "luma"
     weights_key = "defusion"
     cost = "~0.5 s / 256x256, ~2.3 s / 640x480 pair on 2 CPU cores (fp32, bit-exact); faster with runtime=openvino"
+    seconds_per_pair = 2.3
 
     def __init__(
         self,
