@@ -71,6 +71,12 @@ def test_backend_selection(requested: str, device: torch.device, have: Installed
     assert resolve_backend(requested, device, have) == expected
 
 
+def test_auto_follows_the_methods_cpu_order(tmp_path: Path) -> None:
+    assert resolve_backend("auto", CPU, CPU_ONLY, cpu_order=("onnxruntime", "openvino")) == "onnxruntime"
+    assert resolve_backend("auto", CPU, Installed((), True), cpu_order=("onnxruntime", "openvino")) == "openvino"
+    assert tiny_method(tmp_path, runtime="auto").backend == "onnxruntime"
+
+
 @pytest.mark.parametrize(
     ("requested", "device", "have", "error", "says"),
     [

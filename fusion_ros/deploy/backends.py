@@ -8,8 +8,9 @@
 * ``tensorrt``: ONNX Runtime's TensorRT provider (fp16 when the method runs in fp16), with CUDA and CPU
   providers behind it for the nodes TensorRT does not take. Needs a CUDA device and an onnxruntime build
   with that provider (``onnxruntime-gpu``); it is selected and refused by tests, never measured here.
-* ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU,
-  OpenVINO, else ONNX Runtime, else torch (OpenVINO was fastest on this project's CPU, docs/RESULTS.md).
+* ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU, the
+  method's order of the two CPU runtimes (DeFusion: OpenVINO first; DMFuse: ONNX Runtime first, OpenVINO
+  runs its U-Net graph several times slower; docs/RESULTS.md), else torch.
 
 :func:`resolve_backend` decides from what is installed; a backend that cannot run raises
 :class:`~fusion_ros.errors.DependencyError` (a missing package) or :class:`~fusion_ros.errors.ConfigError`
@@ -59,8 +60,12 @@ def installed() -> Installed:
     return Installed(providers, importlib.util.find_spec("openvino") is not None)
 
 
-def resolve_backend(requested: str, device: torch.device, have: Installed | None = None) -> str:
+def resolve_backend(
+    requested: str, device: torch.device, have: Installed | None = None, *, cpu_order: tuple[str, ...] = ("openvino", "onnxruntime")
+) -> str:
     """The backend that runs for ``requested`` on ``device``: ``torch`` or one of :data:`ONNX_BACKENDS`.
+
+    ``cpu_order``: what ``auto`` tries on a CPU, fastest first for the method's graphs (then torch).
 
     Raises:
         ConfigError: an unknown name, or a backend that does not serve this device type.
@@ -75,7 +80,8 @@ def resolve_backend(requested: str, device: torch.device, have: Installed | None
     if requested == "auto":
         if cuda:
             return "tensorrt" if _TRT in have.ort_providers else "onnxruntime" if _CUDA in have.ort_providers else "torch"
-        return "openvino" if have.openvino else "onnxruntime" if _CPU in have.ort_providers else "torch"
+        present = {"openvino": have.openvino, "onnxruntime": _CPU in have.ort_providers}
+        return next((b for b in cpu_order if present[b]), "torch")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"runtime {requested!r} runs on cpu or cuda devices, not {device.type}")
     if requested == "tensorrt":

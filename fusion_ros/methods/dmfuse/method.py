@@ -104,7 +104,8 @@ class DMFuse(FusionMethod):
             self.generator.seed()
         self._noise_cache: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
         #: The runtime that runs: ``torch`` or one of the ONNX backends (``auto`` resolved).
-        self.backend = resolve_backend(opts.runtime, device)
+        # auto on CPU: ONNX Runtime first (OpenVINO ran the U-Net graph several times slower, docs/RESULTS.md).
+        self.backend = resolve_backend(opts.runtime, device, cpu_order=("onnxruntime", "openvino"))
         self._onnx = None
         if self.backend != "torch":
             self._onnx = OnnxDMFuse(self.model, self.backend, device, weights_dir, options=asdict(opts), fp16=dtype == torch.float16)
