@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dmfuse-repeats", type=int, default=2, help="timed DMFuse calls per phase (default 2)")
     p.add_argument("--default-repeats", type=int, default=30, help="timed calls of the default method per phase (default 30)")
     p.add_argument("--threads", type=int, default=2, help="compute threads of the networks (default 2)")
+    p.add_argument("--skip", default="dmfuse:openvino:640x512",
+                   help="comma-separated METHOD:IMPL:WxH rows to leave out (default: DMFuse in OpenVINO at 640x512, "
+                   "whose U-Net graph runs several times slower there and would take most of the run; '' runs everything)")
     p.add_argument("--out", type=Path, help="also write the table here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -184,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
+    skip = set(filter(None, args.skip.split(",")))
     start, load_before = time.time(), Path("/proc/loadavg").read_text().split()[:3]
     torch.set_num_threads(args.threads)
     peak = conv_peak(20)["best_gflops"]
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             impls = (["authors"] if method == "defusion" and args.authors_repo else []) + args.runtimes.split(",")
             for size in sizes:
                 for impl in impls:
+                    if f"{method}:{impl}:{size[0]}x{size[1]}" in skip:
+                        continue
                     repeats = args.dmfuse_repeats if method == "dmfuse" else args.repeats
                     specs.append({"method": method, "impl": impl, "size": size, "threads": args.threads, "repeats": repeats,
                                   "cache": cache, "authors_repo": str(args.authors_repo or "")})
@@ -217,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`PYTHONPATH=. python {' '.join(['benchmarks/deploy.py', *sys.argv[1:]])}` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}; fp32 conv peak {peak:.0f} GFLOP/s; load average "
         f"{' '.join(load_before)} before, {' '.join(load_after)} after; {time.time() - start:.0f} s"
+        + (f"; rows left out: {', '.join(sorted(skip))}" if skip else "")
     )
     text = header + "\n\n" + table(rows, peak) + "\n"
     print(text)
