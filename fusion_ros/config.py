@@ -322,7 +322,7 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("output.reliability", "reliable", "reliability of fused/image_raw and fused/camera_info (reliable: `ros2 topic "
               "echo` and rosbag record get every frame); restart to change", choices=_RELIABILITY, read_only=True),
     ParamSpec("output.depth", 5, "history depth of the fused publishers; restart to change", range=(1, 100), read_only=True),
-    ParamSpec("torch_threads", 0, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (one per core). "
+    ParamSpec("torch_threads", 1, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (one per core). "
               "Where other busy processes share the cores, fewer threads avoid contention; restart to change",
               range=(0, 256), read_only=True),
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),
