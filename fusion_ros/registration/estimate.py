@@ -185,29 +185,39 @@ def _resize(gray: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def _level_factors(rgb_width: int, base: float) -> list[float]:
-    """RGB scale factors of the pyramid, coarse to fine: from at most ``_COARSE_WIDTH`` px wide to the
-    first level where the thermal image is at its native resolution (finer RGB levels add RGB noise
-    but no thermal detail), or full RGB resolution."""
+def _level_factors(rgb_width: int, density: float) -> list[float]:
+    """RGB scale factors of the pyramid, coarse to fine, halving from at most ``_COARSE_WIDTH`` px
+    wide to the level where one RGB pixel covers one native thermal pixel (``density``: RGB pixels
+    per thermal pixel; finer RGB levels add RGB detail the thermal image cannot match), or full
+    RGB resolution when the thermal image is the sharper one."""
+    finest = min(1.0, 1.0 / density)
     k = 0
-    while rgb_width * 0.5**k > _COARSE_WIDTH:
+    while rgb_width * finest * 0.5**k > _COARSE_WIDTH:
         k += 1
-    factors = [0.5**i for i in range(k, -1, -1)]
-    for i, f in enumerate(factors):
-        if f * base >= 1.0 - 1e-9:
-            return factors[: i + 1]
-    return factors
+    return [finest * 0.5**i for i in range(k, -1, -1)]
 
 
-def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], base: float, seed: int) -> list[_Level]:
-    """Levels from coarse to fine; the thermal level matches the RGB level's pixel density."""
+def _density(hm: np.ndarray, thermal_wh: tuple[int, int]) -> float:
+    """RGB pixels per thermal pixel at the thermal image centre under a thermal → RGB homography."""
+    w, h = thermal_wh
+    c = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    pts = np.stack([c, c + [1.0, 0, 0], c + [0, 1.0, 0]], axis=1)
+    m = hm @ pts
+    m = m[:2] / m[2]
+    return math.sqrt(abs(np.linalg.det(np.stack([m[:, 1] - m[:, 0], m[:, 2] - m[:, 0]], axis=1))))
+
+
+def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], density: float, seed: int) -> list[_Level]:
+    """Levels from coarse to fine; each thermal level is resized to the RGB level's pixel density
+    (``density`` RGB pixels per thermal pixel at full resolution), so that the features' fixed
+    smoothing covers the same scene area in both images and edges have the same width."""
     H, W = rgb.shape
     h, w = thermal.shape
     levels = []
     rng = np.random.default_rng(seed)
     for f in factors:
         wl, hl = max(8, round(W * f)), max(8, round(H * f))
-        ft = min(1.0, f * base)
+        ft = min(1.0, f * density)
         twl, thl = max(8, round(w * ft)), max(8, round(h * ft))
         # Zero-mean fields: unrelated content then correlates to 0 on average, so the objective does
         # not reward covering more of the frame (a dominant edge direction would otherwise bias the zoom).
@@ -326,13 +336,14 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
     samples = [(n_r[0, 0] * lv.xs + n_r[0, 2], n_r[1, 1] * lv.ys + n_r[1, 2]) for lv in frames]
     roll = _roll(np.linalg.inv(g_full))  # fixed per level: the roll barely changes within one
 
-    def evaluate(p: np.ndarray, jac: bool):
+    def evaluate(p: np.ndarray, jac: bool, gains: list[float] | None):
         a_mat = np.zeros((8, 8))
         b_vec = np.zeros(8)
         num = den_r = den_w = 0.0
         ssr = 0.0
         count = 0
-        for lv, (xn, yn) in zip(frames, samples):
+        fitted = []
+        for i, (lv, (xn, yn)) in enumerate(zip(frames, samples)):
             d = p[6] * xn + p[7] * yn + 1.0
             un = (p[0] * xn + p[1] * yn + p[2]) / d
             vn = (p[3] * xn + p[4] * yn + p[5]) / d
@@ -342,6 +353,7 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
             # the overlap must not pay (it would, if they were dropped).
             ok = d > 1e-6
             if ok.sum() < 50:
+                fitted.append(1.0)
                 continue
             u, v, xv, yv, dv, unv, vnv = u[ok], v[ok], xn[ok], yn[ok], d[ok], un[ok], vn[ok]
             ref = lv.ref[ok]
@@ -353,12 +365,15 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
             den_r += float((ref * ref).sum())
             den_w += float((mov * mov).sum())
             count += len(u)
-            if not jac:
-                continue
-            # Curvature of the correlation near its peak is gain·JᵀJ (ref ≈ gain·mov there).
+            # Least squares ref ≈ gain·mov with the gain held per level: unbiased at the true warp
+            # (its gradient vanishes there), and leaving the overlap does not pay (the gain is not refitted).
             gain = max(float((ref * mov).sum() / max((mov * mov).sum(), 1e-9)), 0.05)
+            fitted.append(gain)
+            gain = gain if gains is None else gains[i]
             r = ref - gain * mov
             ssr += float((r * r).sum())
+            if not jac:
+                continue
             inv_d = (1.0 / dv).astype(np.float32)
             xd, yd = (xv * inv_d).astype(np.float32), (yv * inv_d).astype(np.float32)
             ud, vd = unv.astype(np.float32), vnv.astype(np.float32)
@@ -369,13 +384,14 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
                                           -(gx * ud + gy * vd) * xd, -(gx * ud + gy * vd) * yd], axis=1))
             jac_all = np.concatenate(jac_rows)
             a_mat += gain * (jac_all.T @ jac_all).astype(np.float64)
-            b_vec += (jac_all.T @ ref.T.reshape(-1)).astype(np.float64)
+            b_vec += (jac_all.T @ r.T.reshape(-1)).astype(np.float64)
         objective = num / max(den_r, 1e-12)  # fixed sample set and denominator: nothing to gain by leaving
         rho = num / math.sqrt(max(den_r * den_w, 1e-12)) if count else -1.0
-        return objective, rho, a_mat, b_vec, ssr, count
+        return objective, rho, a_mat, b_vec, ssr, count, fitted
 
     p = gn.reshape(-1)[:8].copy()
-    obj, rho, a_mat, b_vec, ssr, count = evaluate(p, True)
+    obj, rho, a_mat, b_vec, ssr, count, gains = evaluate(p, False, None)
+    obj, rho, a_mat, b_vec, ssr, count, _ = evaluate(p, True, gains)
     lam = 1e-3
     for _ in range(max_iter):
         if count < 50:
@@ -387,9 +403,9 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
         except np.linalg.LinAlgError:
             break
         cand = p + step
-        new = evaluate(cand, True)
-        if new[0] >= obj:
-            p, (obj, rho, a_mat, b_vec, ssr, count) = cand, new
+        new = evaluate(cand, True, gains)
+        if new[4] <= ssr:
+            p, (obj, rho, a_mat, b_vec, ssr, count, _) = cand, new
             lam = max(lam / 3.0, 1e-6)
             if np.abs(step).max() * st < 2e-3:
                 break
@@ -449,13 +465,17 @@ def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.n
     return grays
 
 
-def _prepare(grays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple[int, int], tuple[int, int], list[list[_Level]]]:
-    """Grey pairs → (thermal (w, h), RGB (W, H), levels coarse to fine, each a list over frames)."""
+def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None = None
+             ) -> tuple[tuple[int, int], tuple[int, int], list[list[_Level]]]:
+    """Grey pairs → (thermal (w, h), RGB (W, H), levels coarse to fine, each a list over frames).
+
+    ``density`` (RGB pixels per thermal pixel) defaults to the resolution ratio, the prior of the search.
+    """
     h, w = grays[0][0].shape
     H, W = grays[0][1].shape
-    base = W / w
-    factors = _level_factors(W, base)
-    levels = [_pyramid(t, r, factors, base, seed=i) for i, (t, r) in enumerate(grays)]
+    density = W / w if density is None else density
+    factors = _level_factors(W, density)
+    levels = [_pyramid(t, r, factors, density, seed=i) for i, (t, r) in enumerate(grays)]
     return (w, h), (W, H), [[frame[k] for frame in levels] for k in range(len(factors))]
 
 
@@ -465,7 +485,8 @@ def homography_score(pairs: Sequence[tuple[np.ndarray, np.ndarray]], homography:
     hm = np.asarray(homography, np.float64).reshape(3, 3)
     if not np.isfinite(hm).all() or abs(np.linalg.det(hm)) < 1e-12:
         raise InputError("homography must be 9 finite numbers of a non-singular matrix")
-    _, _, by_level = _prepare(_as_pairs(pairs))
+    grays = _as_pairs(pairs)
+    _, _, by_level = _prepare(grays, _density(hm, grays[0][0].shape[::-1]))
     return float(_refine_level(by_level[-1], np.linalg.inv(hm), 0)[2])
 
 
@@ -528,11 +549,12 @@ def estimate_homography(
     winner = np.linalg.inv(g)
     others = [obj for obj, other in refined[1:] if corner_error(np.linalg.inv(other), winner, (w, h)) > coarse_px]
     margin = 1.0 - max(others) / refined[0][0] if others and refined[0][0] > 0 else 1.0
-    for k in range(min(2, n_levels), n_levels):
-        g, *_ = _refine_level(by_level[k], g, 12, dof=8 if k >= n_levels - 2 else 6)
-    g, obj, rho, a_mat, sigma2, count = _refine_level(by_level[-1], g, 6)  # the covariance at the final point
+    # Finer levels at the pixel density the winner implies (edges equally wide in both images).
+    fine = _prepare(grays, _density(winner, (w, h)))[2]
+    for k in range(1, len(fine)):
+        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 30, dof=8 if k >= len(fine) - 2 else 6)
     hm = _norm(np.linalg.inv(g))
-    residual = _corner_sigma(g, by_level[-1], a_mat, sigma2, count, (w, h))
+    residual = _corner_sigma(g, fine[-1], a_mat, sigma2, count, (w, h))
     confidence = float(
         np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual - 0.5, 0.0) / 2.0)
     )
