@@ -50,8 +50,10 @@ __all__ = [
 
 #: Coarsest level: the RGB image is halved until its width is at most this.
 _COARSE_WIDTH = 128
-#: Clearly different alignments of the global search refined further.
-_CANDIDATES = 6
+#: Clearly different alignments of the global search refined on the coarsest level, and how many
+#: of those (the best) go on to the next level.
+_CANDIDATES = 16
+_FINALISTS = 16
 #: Sample pixels per level and frame for the refinement (seeded subsample above this).
 _MAX_SAMPLES = 20000
 #: Pixels per statistically independent residual (smoothing of the features: ~4πσ², σ≈√2).
@@ -170,13 +172,13 @@ def _norm(m: np.ndarray) -> np.ndarray:
 class _Level:
     """One pyramid level of one frame pair."""
 
-    rgb: np.ndarray  # (H,W,2) features
-    thermal: np.ndarray  # (h,w,6) features and their x, y derivatives
+    rgb: np.ndarray  # (H,W,6) features and their x, y derivatives
+    thermal: np.ndarray  # (h,w,2) features
     s_rgb: np.ndarray  # full → level, RGB
     s_thermal: np.ndarray  # full → level, thermal
-    xs: np.ndarray  # sample pixels (RGB level coords), float32
+    xs: np.ndarray  # sample pixels (thermal level coords), float32
     ys: np.ndarray
-    ref: np.ndarray  # (N,2) RGB features at the samples
+    ref: np.ndarray  # (N,2) thermal features at the samples
 
 
 def _resize(gray: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -225,16 +227,17 @@ def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], density
         fr -= fr.mean(axis=(0, 1))
         ftf = structure_features(_resize(thermal, twl, thl))
         ftf -= ftf.mean(axis=(0, 1))
-        dx = cv2.Sobel(ftf, cv2.CV_32F, 1, 0, ksize=1) * 0.5
-        dy = cv2.Sobel(ftf, cv2.CV_32F, 0, 1, ksize=1) * 0.5
-        mag = np.abs(fr).sum(axis=2)
-        ys, xs = np.nonzero(mag > 0.05)
+        dx = cv2.Sobel(fr, cv2.CV_32F, 1, 0, ksize=1) * 0.5
+        dy = cv2.Sobel(fr, cv2.CV_32F, 0, 1, ksize=1) * 0.5
+        # Samples on the thermal structure (the sparser image): the RGB texture the thermal camera
+        # does not see then only adds zero-mean noise to the objective, whatever the zoom.
+        ys, xs = np.nonzero(np.abs(ftf).sum(axis=2) > 0.05)
         if len(xs) > _MAX_SAMPLES:
             keep = rng.choice(len(xs), _MAX_SAMPLES, replace=False)
             xs, ys = xs[keep], ys[keep]
         levels.append(
-            _Level(fr, np.concatenate([ftf, dx, dy], axis=2), _scaling(wl / W, hl / H), _scaling(twl / w, thl / h),
-                   xs.astype(np.float32), ys.astype(np.float32), fr[ys, xs])
+            _Level(np.concatenate([fr, dx, dy], axis=2), ftf, _scaling(wl / W, hl / H), _scaling(twl / w, thl / h),
+                   xs.astype(np.float32), ys.astype(np.float32), ftf[ys, xs])
         )
     return levels
 
@@ -265,7 +268,7 @@ def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tu
     ref = []
     for lv in coarse:
         a = np.zeros((nh, nw, 2), np.float32)
-        a[pad:pad + Hc, pad:pad + Wc] = lv.rgb
+        a[pad:pad + Hc, pad:pad + Wc] = lv.rgb[..., :2]
         ref.append((np.fft.rfft2(a, axes=(0, 1)), np.fft.rfft2((a * a).sum(axis=2))))
     # The search grid is as fine as one coarse pixel at the image edge.
     rot_step = math.degrees(1.5 / (Wc / 2))
@@ -317,8 +320,20 @@ def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tu
 # -- local refinement ------------------------------------------------------------------------------
 
 
+def _level_frames(lv: _Level) -> tuple[np.ndarray, np.ndarray]:
+    """(thermal full → thermal normalised, RGB full → RGB normalised) of a level."""
+    Hl, Wl = lv.rgb.shape[:2]
+    hl, wl = lv.thermal.shape[:2]
+    return _normalizer(wl, hl) @ lv.s_thermal, _normalizer(Wl, Hl) @ lv.s_rgb
+
+
 def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: int = 8) -> tuple[np.ndarray, float, float, np.ndarray, float, int]:
     """Refine G (RGB → thermal, full res) on one level.
+
+    Maximises the raw correlation Σ t(x)·r(H x) over fixed thermal sample pixels x (RGB features
+    0 outside the RGB image), by Levenberg–Marquardt steps with the Gauss–Newton curvature
+    gain·JᵀJ. Sampling the thermal structure keeps the objective unbiased: the RGB-only texture
+    under the samples is noise of zero mean, and zooming does not change how much of it is summed.
 
     Returns (G, objective, normalised correlation, normal matrix, residual variance, samples); the
     objective compares candidates on the same level (same samples, same denominator). ``dof`` 6
@@ -326,38 +341,40 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
     """
     lv0 = frames[0]
     Hl, Wl = lv0.rgb.shape[:2]
-    hl, wl = lv0.thermal.shape[:2]
-    n_r, n_t = _normalizer(Wl, Hl), _normalizer(wl, hl)
-    to_n = n_t @ lv0.s_thermal
-    from_n = np.linalg.inv(n_r @ lv0.s_rgb)
-    gn = _norm(to_n @ g_full @ from_n)
-    st = wl / 2.0  # normalized → thermal level pixels
-    cx, cy = (wl - 1) / 2.0, (hl - 1) / 2.0
-    samples = [(n_r[0, 0] * lv.xs + n_r[0, 2], n_r[1, 1] * lv.ys + n_r[1, 2]) for lv in frames]
-    roll = _roll(np.linalg.inv(g_full))  # fixed per level: the roll barely changes within one
+    to_t, to_r = _level_frames(lv0)
+    hn = _norm(to_r @ np.linalg.inv(g_full) @ np.linalg.inv(to_t))  # thermal normalised → RGB normalised
+    st = Wl / 2.0  # normalised → RGB level pixels
+    cx, cy = (Wl - 1) / 2.0, (Hl - 1) / 2.0
+    n_t = _normalizer(*lv0.thermal.shape[1::-1])
+    # Only the samples the current estimate puts inside the RGB frame (held for the level): what
+    # the thermal camera sees beyond the RGB frame has no counterpart to match.
+    samples = []
+    for lv in frames:
+        xn, yn = n_t[0, 0] * lv.xs + n_t[0, 2], n_t[1, 1] * lv.ys + n_t[1, 2]
+        d = hn[2, 0] * xn + hn[2, 1] * yn + 1.0
+        un, vn = (hn[0, 0] * xn + hn[0, 1] * yn + hn[0, 2]) / d, (hn[1, 0] * xn + hn[1, 1] * yn + hn[1, 2]) / d
+        inside = (d > 1e-6) & (np.abs(cx + st * un - cx) < cx - 2) & (np.abs(cy + st * vn - cy) < cy - 2)
+        samples.append((xn[inside], yn[inside], lv.ref[inside]))
+    total = max(sum(float((lv.ref * lv.ref).sum()) for lv in frames), 1e-12)
+    roll = -_roll(np.linalg.inv(g_full))  # RGB orientation → thermal; fixed per level (it barely changes)
 
-    def evaluate(p: np.ndarray, jac: bool, gains: list[float] | None):
+    def evaluate(p: np.ndarray, jac: bool):
         a_mat = np.zeros((8, 8))
         b_vec = np.zeros(8)
-        num = den_r = den_w = 0.0
-        ssr = 0.0
+        num = den_r = den_w = ssr = 0.0
         count = 0
-        fitted = []
-        for i, (lv, (xn, yn)) in enumerate(zip(frames, samples)):
+        for lv, (xn, yn, ref_all) in zip(frames, samples):
             d = p[6] * xn + p[7] * yn + 1.0
-            un = (p[0] * xn + p[1] * yn + p[2]) / d
-            vn = (p[3] * xn + p[4] * yn + p[5]) / d
-            u = (cx + st * un).astype(np.float32)
-            v = (cy + st * vn).astype(np.float32)
-            # A fixed sample set, thermal features 0 outside the thermal image: moving samples out of
-            # the overlap must not pay (it would, if they were dropped).
             ok = d > 1e-6
             if ok.sum() < 50:
-                fitted.append(1.0)
                 continue
-            u, v, xv, yv, dv, unv, vnv = u[ok], v[ok], xn[ok], yn[ok], d[ok], un[ok], vn[ok]
-            ref = lv.ref[ok]
-            samp = cv2.remap(lv.thermal, u[:, None], v[:, None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+            xv, yv, dv = xn[ok], yn[ok], d[ok]
+            un = (p[0] * xv + p[1] * yv + p[2]) / dv
+            vn = (p[3] * xv + p[4] * yv + p[5]) / dv
+            u = (cx + st * un).astype(np.float32)
+            v = (cy + st * vn).astype(np.float32)
+            ref = ref_all[ok]
+            samp = cv2.remap(lv.rgb, u[:, None], v[:, None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=0).reshape(-1, 6)
             samp = _turn(samp, roll)
             mov = samp[:, :2]
@@ -365,33 +382,29 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
             den_r += float((ref * ref).sum())
             den_w += float((mov * mov).sum())
             count += len(u)
-            # Least squares ref ≈ gain·mov with the gain held per level: unbiased at the true warp
-            # (its gradient vanishes there), and leaving the overlap does not pay (the gain is not refitted).
-            gain = max(float((ref * mov).sum() / max((mov * mov).sum(), 1e-9)), 0.05)
-            fitted.append(gain)
-            gain = gain if gains is None else gains[i]
-            r = ref - gain * mov
-            ssr += float((r * r).sum())
             if not jac:
                 continue
+            # Curvature of the correlation near its peak is JᵀJ/gain (mov ≈ gain·ref there).
+            gain = max(float((ref * mov).sum() / max((ref * ref).sum(), 1e-9)), 0.05)
+            r = mov / gain - ref
+            ssr += float((r * r).sum())
             inv_d = (1.0 / dv).astype(np.float32)
             xd, yd = (xv * inv_d).astype(np.float32), (yv * inv_d).astype(np.float32)
-            ud, vd = unv.astype(np.float32), vnv.astype(np.float32)
+            ud, vd = un.astype(np.float32), vn.astype(np.float32)
             jac_rows = []
             for ch in range(2):
                 gx, gy = samp[:, 2 + ch] * st, samp[:, 4 + ch] * st
                 jac_rows.append(np.stack([gx * xd, gx * yd, gx * inv_d, gy * xd, gy * yd, gy * inv_d,
                                           -(gx * ud + gy * vd) * xd, -(gx * ud + gy * vd) * yd], axis=1))
             jac_all = np.concatenate(jac_rows)
-            a_mat += gain * (jac_all.T @ jac_all).astype(np.float64)
-            b_vec += (jac_all.T @ r.T.reshape(-1)).astype(np.float64)
-        objective = num / max(den_r, 1e-12)  # fixed sample set and denominator: nothing to gain by leaving
+            a_mat += (jac_all.T @ jac_all).astype(np.float64) / gain
+            b_vec += (jac_all.T @ ref.T.reshape(-1)).astype(np.float64)
+        objective = num / total  # the same denominator for every candidate: nothing to gain by leaving
         rho = num / math.sqrt(max(den_r * den_w, 1e-12)) if count else -1.0
-        return objective, rho, a_mat, b_vec, ssr, count, fitted
+        return objective, rho, a_mat, b_vec, ssr, count
 
-    p = gn.reshape(-1)[:8].copy()
-    obj, rho, a_mat, b_vec, ssr, count, gains = evaluate(p, False, None)
-    obj, rho, a_mat, b_vec, ssr, count, _ = evaluate(p, True, gains)
+    p = hn.reshape(-1)[:8].copy()
+    obj, rho, a_mat, b_vec, ssr, count = evaluate(p, True)
     lam = 1e-3
     for _ in range(max_iter):
         if count < 50:
@@ -403,9 +416,9 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
         except np.linalg.LinAlgError:
             break
         cand = p + step
-        new = evaluate(cand, True, gains)
-        if new[4] <= ssr:
-            p, (obj, rho, a_mat, b_vec, ssr, count, _) = cand, new
+        new = evaluate(cand, True)
+        if new[0] >= obj:
+            p, (obj, rho, a_mat, b_vec, ssr, count) = cand, new
             lam = max(lam / 3.0, 1e-6)
             if np.abs(step).max() * st < 2e-3:
                 break
@@ -413,21 +426,16 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
             lam *= 8.0
             if lam > 1e4:
                 break
-    gn = np.append(p, 1.0).reshape(3, 3)
-    g_full = _norm(np.linalg.inv(to_n) @ gn @ np.linalg.inv(from_n))
+    h_full = np.linalg.inv(to_r) @ np.append(p, 1.0).reshape(3, 3) @ to_t
     sigma2 = ssr / max(count * 2 - 8, 1)
-    return g_full, obj, rho, a_mat, sigma2, count
+    return _norm(np.linalg.inv(h_full)), obj, rho, a_mat, sigma2, count
 
 
 def _corner_sigma(g_full: np.ndarray, frames: list[_Level], a_mat: np.ndarray, sigma2: float, count: int,
                   thermal_wh: tuple[int, int]) -> float:
     """1σ corner error (RGB px) predicted by the fit's covariance, pixels counted as correlated patches."""
-    lv0 = frames[0]
-    Hl, Wl = lv0.rgb.shape[:2]
-    hl, wl = lv0.thermal.shape[:2]
-    n_r, n_t = _normalizer(Wl, Hl), _normalizer(wl, hl)
-    to_n, from_n = n_t @ lv0.s_thermal, np.linalg.inv(n_r @ lv0.s_rgb)
-    gn = _norm(to_n @ g_full @ from_n).reshape(-1)[:8]
+    to_t, to_r = _level_frames(frames[0])
+    hn = _norm(to_r @ np.linalg.inv(g_full) @ np.linalg.inv(to_t)).reshape(-1)[:8]
     try:
         cov = np.linalg.inv(a_mat) * sigma2 * _CORRELATED_PIXELS
     except np.linalg.LinAlgError:
@@ -436,13 +444,12 @@ def _corner_sigma(g_full: np.ndarray, frames: list[_Level], a_mat: np.ndarray, s
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
 
     def mapped(p: np.ndarray) -> np.ndarray:
-        g = np.linalg.inv(to_n) @ np.append(p, 1.0).reshape(3, 3) @ np.linalg.inv(from_n)
-        x = np.linalg.inv(g) @ corners
+        x = np.linalg.inv(to_r) @ np.append(p, 1.0).reshape(3, 3) @ to_t @ corners
         return (x[:2] / x[2]).reshape(-1)
 
-    base = mapped(gn)
+    base = mapped(hn)
     eps = 1e-6
-    jac = np.stack([(mapped(gn + eps * np.eye(8)[i]) - base) / eps for i in range(8)], axis=1)
+    jac = np.stack([(mapped(hn + eps * np.eye(8)[i]) - base) / eps for i in range(8)], axis=1)
     var = np.einsum("ij,jk,ik->i", jac, cov, jac).reshape(2, 4).sum(axis=0)
     return float(np.sqrt(np.maximum(var, 0.0)).mean())
 
@@ -536,14 +543,12 @@ def estimate_homography(
         candidates.append(_norm(init))
     if not candidates:
         raise RegistrationError("no alignment of the thermal frame overlaps the RGB frame within the search ranges")
-    # Refine every candidate on the two coarsest levels; the best objective goes on to the finest level.
-    refined = []
-    for hm in candidates:
-        g = np.linalg.inv(hm)
-        for k in range(min(2, n_levels)):
-            g, obj, *_ = _refine_level(by_level[k], g, 10, dof=6)
-        refined.append((obj, g))
-    refined.sort(key=lambda r: -r[0])
+    # Every candidate is refined on the coarsest level (cheap), the best few on the next one too;
+    # the best objective goes on to the finer levels.
+    refined = sorted((_refine_level(by_level[0], np.linalg.inv(hm), 10, dof=6)[1::-1] for hm in candidates),
+                     key=lambda r: -r[0])[:_FINALISTS]
+    if n_levels > 1:
+        refined = sorted((_refine_level(by_level[1], g, 10, dof=6)[1::-1] for _, g in refined), key=lambda r: -r[0])
     g = refined[0][1]
     # Margin: how much better the winner is than the best candidate that converged somewhere else.
     winner = np.linalg.inv(g)
