@@ -50,11 +50,11 @@ __all__ = [
 
 #: Coarsest level: the RGB image is halved until its width is at most this.
 _COARSE_WIDTH = 128
-#: Clearly different alignments of the global search refined on the coarsest level, and how many
-#: of those (the best) go on to the next level.
+#: Clearly different alignments of the global search refined on the two coarsest levels.
 _CANDIDATES = 16
-_FINALISTS = 16
-#: Sample pixels per level and frame for the refinement (seeded subsample above this).
+#: Sample pixels per level and frame for the refinement (seeded subsample above this), for the
+#: candidates of the search and for the final refinement.
+_SEARCH_SAMPLES = 4000
 _MAX_SAMPLES = 20000
 #: Pixels per statistically independent residual (smoothing of the features: ~4πσ², σ≈√2).
 _CORRELATED_PIXELS = 25.0
@@ -209,7 +209,8 @@ def _density(hm: np.ndarray, thermal_wh: tuple[int, int]) -> float:
     return math.sqrt(abs(np.linalg.det(np.stack([m[:, 1] - m[:, 0], m[:, 2] - m[:, 0]], axis=1))))
 
 
-def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], density: float, seed: int) -> list[_Level]:
+def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], density: float, seed: int,
+             max_samples: int) -> list[_Level]:
     """Levels from coarse to fine; each thermal level is resized to the RGB level's pixel density
     (``density`` RGB pixels per thermal pixel at full resolution), so that the features' fixed
     smoothing covers the same scene area in both images and edges have the same width."""
@@ -232,8 +233,8 @@ def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], density
         # Samples on the thermal structure (the sparser image): the RGB texture the thermal camera
         # does not see then only adds zero-mean noise to the objective, whatever the zoom.
         ys, xs = np.nonzero(np.abs(ftf).sum(axis=2) > 0.05)
-        if len(xs) > _MAX_SAMPLES:
-            keep = rng.choice(len(xs), _MAX_SAMPLES, replace=False)
+        if len(xs) > max_samples:
+            keep = rng.choice(len(xs), max_samples, replace=False)
             xs, ys = xs[keep], ys[keep]
         levels.append(
             _Level(np.concatenate([fr, dx, dy], axis=2), ftf, _scaling(wl / W, hl / H), _scaling(twl / w, thl / h),
@@ -472,7 +473,7 @@ def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.n
     return grays
 
 
-def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None = None
+def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None = None, max_samples: int = _MAX_SAMPLES
              ) -> tuple[tuple[int, int], tuple[int, int], list[list[_Level]]]:
     """Grey pairs → (thermal (w, h), RGB (W, H), levels coarse to fine, each a list over frames).
 
@@ -482,7 +483,7 @@ def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None =
     H, W = grays[0][1].shape
     density = W / w if density is None else density
     factors = _level_factors(W, density)
-    levels = [_pyramid(t, r, factors, density, seed=i) for i, (t, r) in enumerate(grays)]
+    levels = [_pyramid(t, r, factors, density, i, max_samples) for i, (t, r) in enumerate(grays)]
     return (w, h), (W, H), [[frame[k] for frame in levels] for k in range(len(factors))]
 
 
@@ -526,7 +527,7 @@ def estimate_homography(
             f"the RGB pixels (need {100 * cfg.min_edges:.1f} %); use frames of a scene with buildings, people or terrain "
             "edges that both cameras see"
         )
-    (w, h), (W, H), by_level = _prepare(grays)
+    (w, h), (W, H), by_level = _prepare(grays, max_samples=_SEARCH_SAMPLES)
     n_levels = len(by_level)
     found = _global_search(by_level[0], (w, h), (W, H), cfg)
     coarse_px = 3.0 / by_level[0][0].s_rgb[0, 0]  # 3 coarse pixels, in RGB pixels
@@ -543,12 +544,15 @@ def estimate_homography(
         candidates.append(_norm(init))
     if not candidates:
         raise RegistrationError("no alignment of the thermal frame overlaps the RGB frame within the search ranges")
-    # Every candidate is refined on the coarsest level (cheap), the best few on the next one too;
+    # Every candidate is refined on the two coarsest levels (the coarsest alone ranks them poorly);
     # the best objective goes on to the finer levels.
-    refined = sorted((_refine_level(by_level[0], np.linalg.inv(hm), 10, dof=6)[1::-1] for hm in candidates),
-                     key=lambda r: -r[0])[:_FINALISTS]
-    if n_levels > 1:
-        refined = sorted((_refine_level(by_level[1], g, 10, dof=6)[1::-1] for _, g in refined), key=lambda r: -r[0])
+    refined = []
+    for hm in candidates:
+        g = np.linalg.inv(hm)
+        for k in range(min(2, n_levels)):
+            g, obj, *_ = _refine_level(by_level[k], g, 6, dof=6)
+        refined.append((obj, g))
+    refined.sort(key=lambda r: -r[0])
     g = refined[0][1]
     # Margin: how much better the winner is than the best candidate that converged somewhere else.
     winner = np.linalg.inv(g)
@@ -557,7 +561,7 @@ def estimate_homography(
     # Finer levels at the pixel density the winner implies (edges equally wide in both images).
     fine = _prepare(grays, _density(winner, (w, h)))[2]
     for k in range(1, len(fine)):
-        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 30, dof=8 if k >= len(fine) - 2 else 6)
+        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 20, dof=8 if k >= len(fine) - 2 else 6)
     hm = _norm(np.linalg.inv(g))
     residual = _corner_sigma(g, fine[-1], a_mat, sigma2, count, (w, h))
     confidence = float(
