@@ -189,6 +189,7 @@ def test_defusion_method_missing_file_is_a_weights_error(tmp_path: Path) -> None
 # ---------------------------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_defusion_exported_graphs_equal_eager() -> None:
     """TorchScript and torch.export compute the eager function (other kernels and fusions: equal up to rounding)."""
     net = DeFusionNet().eval()
@@ -208,6 +209,7 @@ def test_defusion_exported_graphs_equal_eager() -> None:
 # ---------------------------------------------------------------------------------------------- adapter
 
 
+@pytest.mark.slow
 def test_defusion_method_through_fuser_eager_and_torchscript_agree() -> None:
     from fusion_ros.fuser import Fuser
 
@@ -262,6 +264,7 @@ def test_defusion_training_loss_falls(tiny_images: Path) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_defusion_training_checkpoint_round_trips_and_resumes(tiny_images: Path, tmp_path: Path) -> None:
     cfg = CUDConfig(image_size=32, batch_size=2, epochs=2, num_samples=4).scaled(1e-4)  # every loss phase within 4 steps
     out = tmp_path / "run"

@@ -87,6 +87,7 @@ def test_dmfuse_parity_schedule_and_noisy_inputs(golden: Golden) -> None:
             np.testing.assert_array_equal(x_t.numpy(), golden.array(f"case1_xnoisy_t{t}_{m}"))  # elementwise: no rounding choice
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["small", "quarter"])
 def test_dmfuse_parity_unet_features(golden: Golden, quarter_seed0: D.SR3UNet, config: str) -> None:
     """U-Net with the golden weights + saved levels/noise reproduces the authors' features (observed 1.3e-5)."""
@@ -121,6 +122,7 @@ def test_dmfuse_parity_head(golden: Golden, filename: str) -> None:
         assert_close_to_reference(head.decode(fused_levels), golden.array("case1_fused"), what="head output")
 
 
+@pytest.mark.slow
 def test_dmfuse_parity_end_to_end_png(golden: Golden, quarter_seed0: D.SR3UNet) -> None:
     """The method with ``authors_io`` turns the golden PNG pair into the authors' fused PNG (±1 allowed; observed identical)."""
     opts = build_options(D.DMFuseOptions, {"authors_io": True}, "dmfuse")
@@ -298,6 +300,7 @@ def _pair(h: int = 40, w: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.
     return torch.rand(1, 1, h, w, generator=gen), torch.rand(1, 1, h, w, generator=gen)
 
 
+@pytest.mark.slow
 def test_dmfuse_seeded_noise_is_deterministic(tmp_path: Path) -> None:
     ir, vis = _pair()
     a, b = _tiny_method(tmp_path), _tiny_method(tmp_path, init_seed=1)
@@ -349,6 +352,7 @@ def test_dmfuse_weights_option_takes_head_unet_or_combined_file(tmp_path: Path) 
         _tiny_method(tmp_path, weights=str(tmp_path / "head.model"))
 
 
+@pytest.mark.slow
 def test_dmfuse_fuser_with_weights_folder(golden: Golden, quarter_seed0: D.SR3UNet, tmp_path: Path) -> None:
     """Fuser end to end with the two files in a weights folder: grey in → grey out, colour in → chroma kept."""
     from fusion_ros.fuser import Fuser
@@ -396,6 +400,7 @@ def _first_vs_last(values: list[float], n: int) -> tuple[float, float]:
     return float(np.mean(values[:n])), float(np.mean(values[-n:]))
 
 
+@pytest.mark.slow
 def test_dmfuse_train_stages_loss_falls_and_checkpoints_round_trip(tmp_path: Path) -> None:
     from fusion_ros.training import dmfuse as stage2
     from fusion_ros.training import dmfuse_ddpm as stage1

@@ -61,6 +61,7 @@ def _offline_single_thread(monkeypatch: pytest.MonkeyPatch) -> object:
 # --------------------------------------------------------------------------- cheap parts
 
 
+@pytest.mark.slow
 def test_fusioninv_module_imports_without_diffusers() -> None:
     code = "import sys, fusion_ros.methods.fusioninv as m; print(m.FusionINV.name, 'diffusers' in sys.modules, 'transformers' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
@@ -175,6 +176,7 @@ def test_fusioninv_injected_layers_are_the_two_highest_resolution_decoder_self_a
     assert len(procs) == 20  # every other layer keeps its default processor
 
 
+@pytest.mark.slow
 def test_fusioninv_injection_schedule_hits_intended_layers_and_steps() -> None:
     """Instrumented processors over the authors' 90 denoising steps (100 steps, skip 10)."""
     pipe = _pipeline()
@@ -206,6 +208,7 @@ def test_fusioninv_injection_schedule_hits_intended_layers_and_steps() -> None:
     assert_close_to_reference(same[1], out[1], what="visible branch")  # never edited
 
 
+@pytest.mark.slow
 def test_fusioninv_inversion_is_exact() -> None:
     """Denoising the visible branch with its own noise maps returns its latent (edit-friendly inversion)."""
     pipe = _pipeline(torch.float64)
@@ -228,6 +231,7 @@ def test_fusioninv_inversion_is_exact() -> None:
         assert_close_to_reference(noise_part, 0.88 * vis_part, rel=1e-10, what="infrared start latent")
 
 
+@pytest.mark.slow
 def test_fusioninv_one_batch3_pass_equals_authors_redundant_scheme() -> None:
     """With empty prompts the authors' swap/no-swap passes × CFG doubling give the single swapped pass."""
     pipe = _pipeline(torch.float64)
@@ -240,6 +244,7 @@ def test_fusioninv_one_batch3_pass_equals_authors_redundant_scheme() -> None:
     assert (authors.unet_calls, authors.unet_rows) == (2 * 20 + 2 * 18, 2 * 20 + 2 * 18 * 6)
 
 
+@pytest.mark.slow
 def test_fusioninv_freeu_hooks_change_the_unet_and_box_scales_dc() -> None:
     x = torch.full((1, 2, 5, 6), 3.0)
     torch.testing.assert_close(freeu.fourier_box(x, 0.2), torch.full_like(x, 0.6))
@@ -265,6 +270,7 @@ def _method(weights_dir: Path | None = None, **options: object) -> fi.FusionINV:
                          options=opts, random_init=weights_dir is None)  # type: ignore[return-value]
 
 
+@pytest.mark.slow
 def test_fusioninv_output_size_dtype_range_and_batch_independence() -> None:
     method = _method(long_side=40)  # working 32×40 (aspect kept), result mapped back to 48×64
     ir, vis = _pair(batch=2)
@@ -290,6 +296,7 @@ def test_fusioninv_through_fuser_uint8() -> None:
     assert fused.shape == rgb.shape and fused.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_fusioninv_deterministic_with_seed() -> None:
     method = _method()
     ir, vis = _pair()
@@ -410,6 +417,7 @@ def test_fusioninv_unavailable_message_names_missing_folder(tmp_path: Path) -> N
         _method(weights_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_fusioninv_loads_saved_folder_offline(tmp_path: Path, no_network: None) -> None:
     parts = _save_tiny(tmp_path)
     assert fi.FusionINV.unavailable_reason(tmp_path) is None

@@ -490,6 +490,7 @@ def test_method_infos_survive_a_broken_method(monkeypatch: pytest.MonkeyPatch) -
     assert infos["pyramid"].available and infos["max"].available
 
 
+@pytest.mark.slow
 def test_jobs_keep_one_model_per_method() -> None:
     jobs = FusionJobs(max_models=2)
     try:
