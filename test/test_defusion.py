@@ -248,6 +248,7 @@ def test_defusion_masks_cover_every_pixel() -> None:
 
 
 def test_defusion_training_loss_falls(tiny_images: Path) -> None:
+    torch.set_num_threads(1)  # speed only (tiny tensors: OpenMP hand-offs cost more than they gain); restored by conftest
     cfg = CUDConfig(image_size=32, batch_size=2)
     ds = CUDDataset(list_images(tiny_images), cfg, 2)
     view_a, view_b, target = (torch.stack(t) for t in zip(ds[0], ds[1]))
@@ -266,6 +267,7 @@ def test_defusion_training_loss_falls(tiny_images: Path) -> None:
 
 @pytest.mark.slow
 def test_defusion_training_checkpoint_round_trips_and_resumes(tiny_images: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # speed only, as above
     cfg = CUDConfig(image_size=32, batch_size=2, epochs=2, num_samples=4).scaled(1e-4)  # every loss phase within 4 steps
     out = tmp_path / "run"
     first = train(tiny_images, out, cfg, device=torch.device("cpu"), workers=0, save_every=0, max_steps=2, progress=False)
