@@ -46,7 +46,11 @@ class _AllKinds:
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:
-    return render_pair(3.0, 96, 128)
+    """One rendered pair for the module, read-only so that no test can change it for the next."""
+    thermal, visible = render_pair(3.0, 96, 128)
+    thermal.setflags(write=False)
+    visible.setflags(write=False)
+    return thermal, visible
 
 
 # ------------------------------------------------------------------------------- widgets
