@@ -29,6 +29,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
 
 
 def _build(diffusers: Any, transformers: Any) -> dict[str, Any]:
+    """The components, initialised from the (already seeded) global RNG."""
     unet = diffusers.UNet2DConditionModel(
         block_out_channels=(16, 16, 32, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
