@@ -1,6 +1,9 @@
 """The comparison page: thermal | RGB | fused side by side for several methods, with each method's
 options as widgets, per-pair timings, the key metrics, a zoom view, and an export of the settings
-as the node's parameters file.
+as the node's parameters file. Given a detector (``fusion-ros ui --detector MODEL.onnx``, a path
+in the sidebar, or an uploaded file), a "Detector" section draws its boxes on the RGB frame and
+on each fused frame with the counts per class — the question the page answers is whether the
+detector finds more on the fused frame (the node itself never runs a detector).
 
 Run it with ``fusion-ros ui`` (or ``streamlit run fusion_ros/ui/app.py -- --data DIR``). Streamlit
 reruns this script on every widget change; fusion runs in :class:`~fusion_ros.ui.jobs.FusionJobs`
@@ -26,10 +29,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from fusion_ros.detection import Detections, Detector, load_detector
+from fusion_ros.detection.draw import class_counts, counts_text, draw_detections
 from fusion_ros.errors import ConfigError, FusionError
 from fusion_ros.imageio import read_thermal, read_visible
 from fusion_ros.options import build_options
-from fusion_ros.registration import Registration
+from fusion_ros.config import RegistrationConfig
 from fusion_ros.registry import DEFAULT_METHOD, MethodInfo, get_method_class
 from fusion_ros.scenes import render_pair
 from fusion_ros.thermal import ThermalConfig
@@ -47,6 +52,7 @@ def _app_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fusion-ros ui")
     parser.add_argument("--data", type=Path, help="folder with ir/ and vi/ image pairs")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files")
+    parser.add_argument("--detector", type=Path, help="ONNX detector whose boxes are drawn on RGB and fused frames")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
 
@@ -85,6 +91,58 @@ def _prepared(
         # a size mismatch is shown on the page (with what the node would do), not in the server log
         warnings.simplefilter("ignore", UserWarning)
         return logic.prepare_thermal(_thermal, _config, _homography, size)
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading the detector…")
+def _detector(path: str, _mtime: float) -> Detector:
+    return load_detector(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading the detector…")
+def _uploaded_detector(name: str, data: bytes) -> Detector:
+    # onnxruntime opens files; the temporary copy lives as long as the server process caches it.
+    folder = Path(tempfile.mkdtemp(prefix="fusion_ros_detector_"))
+    path = folder / Path(name).name
+    path.write_bytes(data)
+    return load_detector(path)
+
+
+@st.cache_data(max_entries=64)
+def _detect(_detector_obj: Detector, detector_key: str, image_key: str, _image: np.ndarray) -> Detections:
+    return _detector_obj.detect(_image)
+
+
+def _detector_input(args: argparse.Namespace) -> tuple[Detector | None, float]:
+    """The sidebar's detector section: the loaded detector (or None) and the score threshold."""
+    path = st.text_input(
+        "detector file (ONNX)", value=str(args.detector or ""), key="detector_path",
+        help="YOLOX, NanoDet, Ultralytics YOLOv5/v8/v11 or boxes/scores/classes exports; empty = no detector",
+    )  # fmt: skip
+    upload = st.file_uploader("or upload a detector (.onnx)", type=["onnx"], key="detector_upload")
+    threshold = st.slider("score threshold", 0.05, 0.95, 0.3, 0.05, key="detector_threshold", bind="query-params")
+    try:
+        if upload is not None:
+            return _uploaded_detector(upload.name, upload.getvalue()), threshold
+        if path:
+            p = Path(path).expanduser()
+            return _detector(str(p), p.stat().st_mtime if p.is_file() else 0.0), threshold
+    except FusionError as err:
+        st.error(f"detector: {err}")
+    return None, threshold
+
+
+def _detection_section(detector: Detector, threshold: float, visible: np.ndarray, results: dict[str, FusionResult]) -> None:
+    st.subheader("Detector")
+    images = [("RGB", visible)] + [(m, r.fused) for m, r in results.items()]
+    counts = {}
+    for col, (name, image) in zip(st.columns(len(images)), images):
+        found = _detect(detector, str(detector.path), logic.array_digest(image), image)
+        counts[name] = class_counts(found, threshold)
+        col.image(draw_detections(image, found, threshold), caption=f"{name}: {counts_text(counts[name])}", output_format="PNG", width="stretch")
+    with st.container(key="detection_counts"):
+        rows = [{"image": name, **c} for name, c in counts.items()]
+        st.dataframe(pd.DataFrame(rows).fillna(0), hide_index=True, width="stretch")
+    st.caption(f"{detector.describe()}; boxes and counts at score ≥ {threshold:g}")
 
 
 def _widget(spec: logic.WidgetSpec) -> Any:
@@ -248,6 +306,8 @@ def main() -> None:
         st.header("Input")
         pair = _input_pair(args)
         options_box = st.container()
+        st.header("Detector")
+        detector, threshold = _detector_input(args)
         st.header("Thermal and registration")
         input_values = {spec.name: _widget(spec) for spec in logic.input_widgets()}
         homography_text = st.text_input(
@@ -296,7 +356,7 @@ def main() -> None:
         resize = bool(input_values.pop("registration.resize"))
         thermal_cfg = logic.thermal_config(input_values)
         # The node's rule: the identity and all zeros mean "same pixel grid", a singular matrix is refused.
-        homography = Registration(logic.parse_homography(homography_text or "")).homography
+        homography = RegistrationConfig(logic.parse_homography(homography_text or "")).homography
     except ConfigError as err:
         st.error(str(err))
         st.stop()
@@ -315,20 +375,13 @@ def main() -> None:
     except FusionError as err:
         st.error(str(err))
         st.stop()
-    if homography is None and thermal.shape[:2] != size:
-        message = (
-            f"thermal {thermal.shape[1]}x{thermal.shape[0]} and RGB {size[1]}x{size[0]} differ and the homography is the identity"
-        )
-        if not resize:
-            st.error(
-                f"{message}: the node rejects such pairs. Set a homography, or tick 'resize' to stretch the thermal "
-                "image over the RGB frame."
-            )
-            st.stop()
-        st.warning(
-            f"{message}: the thermal image is stretched over the RGB frame (resize), right only for cameras with the "
-            "same field of view"
-        )
+    # The node's rule (RegistrationConfig): a size mismatch needs a homography or resize.
+    mismatch = RegistrationConfig(homography, resize).mismatch(thermal.shape[:2], size)
+    if mismatch:
+        st.error(f"{mismatch}: the node, the CLI and bag fusion refuse such pairs. Tick 'resize' to stretch the thermal image over the RGB frame.")
+        st.stop()
+    if resize and homography is None and thermal.shape[:2] != size:
+        st.warning("the thermal image is stretched over the RGB frame (resize), right only for cameras with the same field of view")
     st.caption(f"input: {label} — thermal {thermal.shape[1]}x{thermal.shape[0]} {thermal.dtype}, RGB {visible.shape[1]}x{visible.shape[0]}")
 
     columns = st.columns(2 + len(methods))
@@ -355,7 +408,7 @@ def main() -> None:
     st.session_state["_submitted"] = [k for k, _ in futures.values()]
 
     # The sections below the images exist before the wait, so exporting never waits for a slow method.
-    metrics_box, zoom_box = st.container(), st.container()
+    detection_box, metrics_box, zoom_box = st.container(), st.container(), st.container()
     with st.container():
         _export_section(methods, infos, options, option_errors, thermal_cfg, homography, resize)
 
@@ -375,11 +428,14 @@ def main() -> None:
             show(method)
         else:
             last = timings.get(method)
-            expected = last / 1000.0 if last else logic.expected_seconds(infos[method].cost, *size)
+            expected = last / 1000.0 if last else logic.expected_seconds(infos[method].seconds_per_pair, *size)
             pending[method] = (key, future, slots[method].empty(), expected)
     _wait(jobs, pending, show)
     results = {m: results[m] for m in futures if m in results}  # page order, not finishing order
 
+    if detector is not None:
+        with detection_box:
+            _detection_section(detector, threshold, visible, results)
     with metrics_box:
         _metrics_section(results)
     with zoom_box:
