@@ -435,9 +435,15 @@ def test_jobs_deduplicate_cache_and_cancel() -> None:
 
 def test_a_slow_job_does_not_hold_up_a_quick_one() -> None:
     jobs = FusionJobs(workers=2)
-    gate = threading.Event()
+    gate, slow_started = threading.Event(), threading.Event()
+
+    def slow_job(report) -> bool:  # noqa: ANN001
+        slow_started.set()
+        return gate.wait(10)
+
     try:
-        slow = jobs.submit("slow", lambda report: gate.wait(10))
+        slow = jobs.submit("slow", slow_job)
+        assert slow_started.wait(5)  # its worker thread is running it (a thread may start late on a loaded machine)
         quick = jobs.submit("quick", lambda report: jobs.running())
         assert quick.result(5) == 2  # it ran while the slow one was running
         assert not slow.done() and jobs.started("slow") is not None
