@@ -142,6 +142,7 @@ def test_defusion_authors_grey_is_pils_convert_l() -> None:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["authors_dict", "bare", "safetensors", "module_prefix"])
 def test_defusion_loads_every_checkpoint_format(tmp_path: Path, fmt: str) -> None:
     state = _random_state()
@@ -247,6 +248,7 @@ def test_defusion_masks_cover_every_pixel() -> None:
         assert bool(((a + b) >= 1).all())
 
 
+@pytest.mark.slow
 def test_defusion_training_loss_falls(tiny_images: Path) -> None:
     torch.set_num_threads(1)  # speed only (tiny tensors: OpenMP hand-offs cost more than they gain); restored by conftest
     cfg = CUDConfig(image_size=32, batch_size=2)

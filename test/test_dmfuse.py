@@ -333,6 +333,7 @@ def test_dmfuse_batched_unet_equals_sequential(tmp_path: Path) -> None:
         assert_close_to_reference(bat.fuse(ir, vis), seq.fuse(ir, vis), what="batched vs sequential U-Net")
 
 
+@pytest.mark.slow
 def test_dmfuse_weights_option_takes_head_unet_or_combined_file(tmp_path: Path) -> None:
     ref = _tiny_method(tmp_path)
     head_state = {k: v.contiguous() for k, v in ref.model.head.state_dict().items()}  # NHWC on CPU

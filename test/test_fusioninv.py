@@ -353,6 +353,7 @@ class _Terminal:
         return True
 
 
+@pytest.mark.slow
 def test_fusioninv_cli_step_progress_hook_draws_on_terminals_only() -> None:
     from fusion_ros.commands.fuse import step_progress
 
@@ -370,6 +371,7 @@ def test_fusioninv_cli_step_progress_hook_draws_on_terminals_only() -> None:
         pass  # a method without ``progress`` is left alone
 
 
+@pytest.mark.slow
 def test_fusioninv_cli_fuse_shows_step_progress(tmp_path: Path, no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
@@ -437,6 +439,7 @@ def test_fusioninv_loads_saved_folder_offline(tmp_path: Path, no_network: None) 
     assert_close_to_reference(got, want, what="loaded folder vs in-memory pipeline")
 
 
+@pytest.mark.slow
 def test_fusioninv_loads_taesd_offline(tmp_path: Path, no_network: None) -> None:
     _save_tiny(tmp_path)
     with torch.random.fork_rng():

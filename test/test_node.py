@@ -424,6 +424,7 @@ class _StreamThread:
         self._thread.join(5)
 
 
+@pytest.mark.slow
 def test_switch_method_while_streaming(ros):
     rgb_msg = make_image("rgb8", RGB, 0)
     pyramid = expected("pyramid", THERMAL8, "rgb8", rgb_msg)
