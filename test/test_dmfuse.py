@@ -287,12 +287,11 @@ def test_dmfuse_registered_and_unavailable_without_weights(tmp_path: Path) -> No
 
 
 def _tiny_method(tmp_path: Path, init_seed: int = 0, **options: object) -> D.DMFuse:
-    """The method on the tiny U-Net config; random weights from ``init_seed`` (DMFuse initialises from the
-    global RNG, so it is seeded in a fork and the caller's RNG state is left alone)."""
+    """The method on the tiny U-Net config, weights drawn from a generator seeded with ``init_seed``
+    (``options`` may hold the noise ``seed`` option, which ``dmfuse.testing.tiny_method`` cannot take)."""
     opts = build_options(D.DMFuseOptions, options, "dmfuse")
-    with torch.random.fork_rng():
-        torch.manual_seed(init_seed)
-        return D.DMFuse(opts, torch.device("cpu"), torch.float32, tmp_path, random_init="weights" not in options, config="test_tiny")
+    return D.DMFuse(opts, torch.device("cpu"), torch.float32, tmp_path, random_init="weights" not in options,
+                    config="test_tiny", seed=init_seed)
 
 
 def _pair(h: int = 40, w: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
