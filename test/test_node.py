@@ -49,11 +49,23 @@ from fusion_ros.thermal import ThermalConfig  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DOMAIN = 20 + (os.getpid() % 40) * 2  # this process: DOMAIN; the two-process test: DOMAIN + 1
 W, H = 64, 48
-RNG = np.random.default_rng(7)
-THERMAL16 = RNG.integers(27000, 31000, (H, W), dtype=np.uint16)
-THERMAL8 = RNG.integers(0, 256, (H, W), dtype=np.uint8)
-RGB = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
 WAIT_S = 15.0
+
+
+def _camera_images(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 16-bit thermal, 8-bit thermal and RGB frames the tests publish (read-only: shared by every test)."""
+    rng = np.random.default_rng(seed)
+    images = (
+        rng.integers(27000, 31000, (H, W), dtype=np.uint16),
+        rng.integers(0, 256, (H, W), dtype=np.uint8),
+        rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+    )
+    for image in images:
+        image.setflags(write=False)
+    return images
+
+
+THERMAL16, THERMAL8, RGB = _camera_images()
 
 
 def make_image(encoding: str, pixels: np.ndarray, stamp_ns: int, frame_id: str = "cam", step: int | None = None) -> Image:
@@ -177,7 +189,7 @@ def context():
 
 
 @pytest.fixture(scope="module")
-def ros(context):
+def _shared_ros(context):
     from rclpy.parameter import Parameter
 
     node = FusionNode(context=context, parameter_overrides=[Parameter("thermal.smoothing", value=0.0)])
@@ -185,6 +197,26 @@ def ros(context):
     yield harness
     harness.close()
     node.destroy_node()
+
+
+@pytest.fixture
+def ros(_shared_ros):
+    """The module's node and tester (one node for all tests: each new one costs a DDS discovery), with every
+    parameter a test changed set back afterwards, even when the test failed half-way."""
+    node = _shared_ros.node
+    before = {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
+    yield _shared_ros
+    changed = [
+        (name, value) for name, value in before.items()
+        if node.has_parameter(name) and node.get_parameter(name).value != value
+    ]
+    from rclpy.parameter import Parameter
+
+    for name, value in changed:
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert result.successful, f"cannot restore parameter {name}: {result.reason}"
+    method = before["method"]
+    assert wait_until(lambda: not node.worker.loading and node.method_state.method == method), "method not restored"
 
 
 _stamp = [1_700_000_000 * 1_000_000_000]
@@ -232,7 +264,8 @@ def test_fused_image_has_the_rgb_header_size_and_encoding(ros, encoding):
 
 def test_row_padding_and_float_temperatures_with_some_nan(ros):
     stamp = next_stamp()
-    temps = np.where(RNG.random((H, W)) < 0.05, np.nan, RNG.normal(20, 3, (H, W))).astype(np.float32)
+    rng = np.random.default_rng(1)
+    temps = np.where(rng.random((H, W)) < 0.05, np.nan, rng.normal(20, 3, (H, W))).astype(np.float32)
     ros.thermal_pub.publish(make_image("32FC1", temps, stamp))
     ros.rgb_pub.publish(_padded_rgb(stamp))
     out = ros.wait_fused(stamp)
@@ -391,6 +424,7 @@ class _StreamThread:
         self._thread.join(5)
 
 
+@pytest.mark.slow
 def test_switch_method_while_streaming(ros):
     default = registry.DEFAULT_METHOD
     rgb_msg = make_image("rgb8", RGB, 0)
@@ -629,11 +663,13 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+@pytest.mark.slow
 def test_overload_keeps_latency_bounded_and_memory_flat(ros):
     """Feed 640x512 pairs at 100 Hz to a model that needs 40 ms (a sleep, so CPU load cannot change
     the ratio): the node must drop (latest-wins), never queue."""
-    big_t = RNG.integers(27000, 31000, (512, 640), dtype=np.uint16)
-    big_rgb = RNG.integers(0, 256, (512, 640, 3), dtype=np.uint8)
+    rng = np.random.default_rng(2)
+    big_t = rng.integers(27000, 31000, (512, 640), dtype=np.uint16)
+    big_rgb = rng.integers(0, 256, (512, 640, 3), dtype=np.uint8)
     thermal_msg, rgb_msg = make_image("mono16", big_t, 0), make_image("rgb8", big_rgb, 0)
     published: list[tuple[float, int]] = []  # (monotonic time after publish, stamp)
 
@@ -734,6 +770,7 @@ _CAMERA_SIM = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_1280x1024_with_the_shipped_fastdds_profile(tmp_path):
     """Node and a camera simulator in separate processes exchange 1280x1024 frames (best effort in,
     reliable out) through shared memory; the params file and a namespace are applied by rcl."""

@@ -156,6 +156,7 @@ def _image(page: object, img: object) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.body())))
 
 
+@pytest.mark.slow
 def test_page_fuses_tunes_and_exports_node_parameters(server: str, context: object, tmp_path: Path) -> None:
     page = context.new_page()
     page.goto(server + _query(SCENE))

@@ -83,6 +83,7 @@ def test_errors_are_reported_and_the_worker_goes_on(events):
         worker.stop()
 
 
+@pytest.mark.slow
 def test_swap_happens_between_jobs_and_frees_the_old_model(events):
     old = Model("old", delay_s=0.02)
     old_ref = weakref.ref(old)
