@@ -373,35 +373,64 @@ class FusionNode(Node):
         return level, message, values
 
     def destroy_node(self) -> None:
-        """Stop the worker (after its current frame) and free the model, then destroy the node."""
-        self.worker.stop()
+        """Stop the worker (after its current frame, however long it takes) and free the model,
+        then destroy the node: the worker never publishes through a destroyed node or context."""
+        self.worker.stop(timeout=None)
         self._diagnostics.destroy()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the ``fusion_node`` executable (``ros2 run fusion_ros fusion_node``)."""
+    """Entry point of the ``fusion_node`` executable (``ros2 run fusion_ros fusion_node``).
+
+    Shutdown order matters: SIGINT/SIGTERM only ask the spin loop to end; then the worker
+    finishes its frame and stops, then the node goes, then the ROS context. rclpy's own signal
+    handlers are not used: they shut the context down at once (the worker would publish into a
+    dead context), and a second Ctrl-C raised KeyboardInterrupt into the shutdown itself, so the
+    interpreter finalised while the worker was still inside torch; the worker thread was then
+    killed by ``pthread_exit`` while unwinding C++ frames: ``terminate called without an active
+    exception``, SIGABRT. Here later signals are logged and ignored until the worker has stopped.
+    """
+    import signal
+    import threading
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from fusion_ros.runtime import tune_malloc
 
     tune_malloc()
+    stop = threading.Event()
+    logger = rclpy.logging.get_logger("fusion_node")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            logger.warning(f"{signal.Signals(signum).name} again: already stopping (waiting for the frame being fused)")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO) as init:
+            context = init.context
             try:
-                node = FusionNode()
+                node = FusionNode(context=context)
             except FusionError as err:
-                rclpy.logging.get_logger("fusion_node").fatal(f"cannot start: {err}")
+                logger.fatal(f"cannot start: {err}")
                 return 1
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
             try:
-                rclpy.spin(node)
-            except (KeyboardInterrupt, ExternalShutdownException):
+                while not stop.is_set() and context.ok():
+                    executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
                 pass
             finally:
-                node.destroy_node()
-    except KeyboardInterrupt:
-        pass
+                node.destroy_node()  # waits for the worker's current frame, then removes the node
+                executor.shutdown(timeout_sec=1.0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
