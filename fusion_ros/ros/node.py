@@ -26,6 +26,7 @@ import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -35,8 +36,9 @@ from fusion_ros.errors import FusionError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.registration import Registration
 from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.runtime import trim_heap
 from fusion_ros.ros.convert import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
-from fusion_ros.ros.diagnostics import DiagnosticsPublisher, MethodState, NodeStats, summarize
+from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
 from fusion_ros.ros.playback import qos_profile
 from fusion_ros.ros.params import FuserConfig, ParamSpec, config_from_values, parameter_table
 from fusion_ros.ros.worker import FusionWorker
@@ -46,8 +48,8 @@ from fusion_ros.thermal import ThermalNormalizer
 __all__ = ["FusionNode", "Job", "main"]
 
 _DTYPE_NAMES = {str(dtype): name for name, dtype in DTYPES.items()}
-#: Parameters whose change needs a new model (plus the running method's ``<method>.<option>``).
-_BUILD_PARAMS = ("method", "device", "precision", "weights_dir")
+#: A frame this many times larger than the running size makes the worker give freed heap back to the OS.
+_TRIM_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,20 @@ class FusionNode(Node):
         for spec in self._specs.values():
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         values = self._values()
+        if str(values["device"]).startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().warning(f"CUDA not available, running on CPU (device {values['device']!r} requested; "
+                                      "parameter device set to cpu)")
+            self.set_parameters([Parameter("device", value="cpu")])
+            values["device"] = "cpu"
         if values["torch_threads"] > 0:
             torch.set_num_threads(values["torch_threads"])
         self.stats = NodeStats()
+        self._limits = Limits(values["diagnostics.silent_warn"], values["diagnostics.silent_error"])
+        self._max_pixels = values["input.max_pixels"]
+        self._running_pixels = 0.0  # running size of the fused frames, for giving memory back after a huge one
         self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
-            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"]
+            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"],
+            on_jump=self._on_stamp_jump,
         )
         fuser, config, startup_error = self._build_first(values)
         self._target = config  # what the parameters ask for (being loaded, or running)
@@ -121,13 +132,15 @@ class FusionNode(Node):
 
         in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
         out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
-        self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos)
+        out_events = PublisherEventCallbacks(incompatible_qos=lambda e: self._incompatible_qos("output", e))
+        self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos, event_callbacks=out_events)
         self._info_pub = self.create_publisher(CameraInfo, "fused/camera_info", out_qos)
-        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos)
+        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos, event_callbacks=self._input_events(THERMAL))
         if values["rgb.transport"] == "compressed":
-            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos)
+            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos,
+                                     event_callbacks=self._input_events(RGB))
         else:
-            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos)
+            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos, event_callbacks=self._input_events(RGB))
         self.create_subscription(CameraInfo, "rgb/camera_info", self._on_camera_info, in_qos)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -181,11 +194,6 @@ class FusionNode(Node):
         try:
             config = config_from_values(values, check_available=False)
             if config.build_key != self._target.build_key:
-                if self.worker.loading:
-                    return SetParametersResult(
-                        successful=False,
-                        reason=f"switch to {self._target.method!r} is still loading; retry when it is done (see /diagnostics)",
-                    )
                 config_from_values(values, check_available=True)
         except FusionError as err:
             return SetParametersResult(successful=False, reason=str(err))
@@ -203,12 +211,14 @@ class FusionNode(Node):
             self.sync.slop_s = values["sync.slop"]
         if "sync.jump_back" in names:
             self.sync.jump_back_s = values["sync.jump_back"]
+        self._max_pixels = values["input.max_pixels"]
         config = config_from_values(values, check_available=False)
         self._resize = config.resize
         previous, self._target = self._target, config
         if config.build_key != previous.build_key:
             self._state = replace(self._state, loading=config.method)
-            self.get_logger().info(f"loading {config.method!r} on {config.device} in the background")
+            self.get_logger().info(f"loading {config.method!r} on {config.device} in the background "
+                                   f"({previous.method!r} fuses meanwhile; a newer request replaces this one)")
             self.worker.request_swap(lambda: Fuser(config.method, **config.fuser_kwargs()), config)
         elif (config.thermal, config.homography) != (previous.thermal, previous.homography):
             self._reconfigure_running(config)
@@ -275,10 +285,31 @@ class FusionNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         self._on_image(RGB, msg, visible_from_msg)
 
+    def _input_events(self, stream: str) -> SubscriptionEventCallbacks:
+        return SubscriptionEventCallbacks(
+            incompatible_qos=lambda e: self._incompatible_qos(stream, e),
+            message_lost=lambda e: self.stats.messages_lost(stream, e.total_count_change),
+        )
+
+    def _incompatible_qos(self, where: str, event: Any) -> None:
+        policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind)).lower()
+        self.stats.incompatible_qos(where, policy, event.total_count)
+        self.get_logger().warning(f"{where}: a peer with incompatible QoS ({policy}) cannot connect; see qos.reliability "
+                                  "and output.reliability", throttle_duration_sec=10.0)
+
+    def _on_stamp_jump(self, jump_ns: int) -> None:
+        self.get_logger().warning(f"header stamps jumped {jump_ns / 1e9:+.3f} s (bag loop, clock reset, driver restart or "
+                                  "pause): synchronizer restarted")
+
     def _on_image(self, stream: str, msg: Any, decode: Callable[[Any], Any]) -> None:
         """Decode one raw image of ``stream`` and hand it to the synchronizer; a bad one is counted and logged."""
         start = time.perf_counter()
         self.stats.inputs[stream].tick()
+        pixels = int(getattr(msg, "width", 0)) * int(getattr(msg, "height", 0))
+        if pixels > self._max_pixels:
+            self._bad_input(stream, InputError(f"{msg.width}x{msg.height} = {pixels / 1e6:.1f} Mpx exceeds input.max_pixels "
+                                               f"{self._max_pixels / 1e6:.1f} Mpx"))
+            return
         try:
             image = decode(msg)
         except InputError as err:
@@ -296,7 +327,7 @@ class FusionNode(Node):
     def _on_clock_jump(self, jump: Any) -> None:
         """ROS time went back or was (de)activated (``/clock`` of a looped bag): restart pairing."""
         self.sync.reset()
-        self.get_logger().info("clock jumped: synchronizer reset")
+        self.get_logger().warning("ROS clock jumped: synchronizer restarted")
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -321,9 +352,19 @@ class FusionNode(Node):
         self.stats.inference_ms.add(ms)
         if ms >= 1000.0:  # slow methods (dmfuse, fusioninv): one line per frame, fast ones only in /diagnostics
             self.get_logger().info(f"fused a pair with {fuser.method_name} in {ms / 1e3:.1f} s")
-        self.publish_fused(job, visible, fused)
+        self._publish(job, visible, fused)
+        self._trim_after_huge_frame(fused.shape[0] * fused.shape[1])
 
-    def publish_fused(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
+    def _trim_after_huge_frame(self, pixels: int) -> None:
+        """After a frame much larger than the running size, give the freed heap back to the OS
+        (the tuned allocator keeps it otherwise, for the lifetime of the node)."""
+        if self._running_pixels and pixels > _TRIM_FACTOR * self._running_pixels:
+            trim_heap()
+            self.get_logger().info(f"{pixels / 1e6:.1f} Mpx frame, {pixels / self._running_pixels:.0f}x the usual: "
+                                   "freed memory returned to the OS")
+        self._running_pixels = pixels if not self._running_pixels else 0.9 * self._running_pixels + 0.1 * pixels
+
+    def _publish(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
         """Encode ``fused`` like the RGB input and publish it (and the camera_info) with the RGB header."""
         start = time.perf_counter()
         encoded = encode_visible(fused, visible)
@@ -348,7 +389,7 @@ class FusionNode(Node):
         self.stats.publish_ms.add((time.perf_counter() - start) * 1e3)
         self.stats.outputs.tick()
         self.stats.pipeline_ms.add((time.monotonic() - job.paired_at) * 1e3)
-        self.stats.latency_ms.add((self.get_clock().now().nanoseconds - job.rgb_stamp_ns) / 1e6)
+        self.stats.latency((self.get_clock().now().nanoseconds - job.rgb_stamp_ns) / 1e9)
 
     def _on_worker_error(self, job: Job | None, err: BaseException) -> None:
         if isinstance(err, InputError):
@@ -368,7 +409,7 @@ class FusionNode(Node):
         return self._state
 
     def _diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
-        level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued())
+        level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued(), limits=self._limits)
         values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size))]
         return level, message, values
 

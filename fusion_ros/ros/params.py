@@ -147,6 +147,14 @@ def parameter_table() -> list[ParamSpec]:
                   "Where other busy processes share the cores, use fewer: idle threads spin against them (2-core "
                   "demo with bag player and recorder: pyramid 10 ms with 1 thread, 112 ms with 2); restart to change", range=(0, 256), read_only=True),
         ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),
+        ParamSpec("diagnostics.silent_warn", 5.0, "seconds without a message on an input (after start) before /diagnostics "
+                  "says WARN with the likely reason (incompatible QoS, topic name); restart to change", range=(0.5, 3600.0),
+                  read_only=True),
+        ParamSpec("diagnostics.silent_error", 30.0, "seconds without a published fused frame (after start) before "
+                  "/diagnostics says ERROR; restart to change", range=(1.0, 86400.0), read_only=True),
+        ParamSpec("input.max_pixels", 8_388_608, "largest accepted thermal or RGB image in pixels (8 Mpx: 4K UHD fits); "
+                  "larger ones are rejected and counted, so one huge frame cannot grow the node's memory for good; live",
+                  range=(1, 1_000_000_000)),
     ] + _method_option_specs()
 
 
