@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_launch_runs_fusion_node_with_the_shipped_config_and_profile(launch_tree
     remapped = {ast.literal_eval(t.elts[0]) for t in _kw(node, "remappings").elts}
     assert {"thermal/image_raw", "rgb/image_raw", "rgb/camera_info", "fused/image_raw", "fused/camera_info"} <= remapped
     env = {ast.literal_eval(c.args[0]) for c in _calls(launch_tree, "SetEnvironmentVariable")}
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" in env
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in env  # set for the node only, and only when given (see below)
     joined = [ast.unparse(c) for c in _calls(launch_tree, "join")]
     assert any("'config'" in j and "'fusion.yaml'" in j for j in joined)
     assert any("'config'" in j and "'fastdds_shm.xml'" in j for j in joined)
@@ -146,6 +147,64 @@ def test_launch_overrides_the_params_file_only_with_given_arguments(monkeypatch,
     params_file, node_overrides = node.kwargs["parameters"]
     assert params_file.args == ("params_file",)
     assert node_overrides == overrides
+
+
+def _launched_node(monkeypatch, **given):
+    module = _load_launch_with_stubs(monkeypatch)
+    (entities,) = module.generate_launch_description().args
+    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    assert not any(type(e).__name__ == "SetEnvironmentVariable" and e.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE" for e in entities)
+    (node,) = opaque.kwargs["function"]({**defaults, **given})
+    return node
+
+
+@pytest.mark.parametrize(
+    ("given", "env"),
+    [
+        ({}, {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml")}),  # absent: the shipped profile
+        ({"fastdds_profile": "/etc/my_profile.xml"}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"}),
+        ({"fastdds_profile": "keep"}, {}),  # the command line's way to leave the environment alone
+        ({"fastdds_profile": ""}, {}),  # an including launch file's '': never an empty variable
+        ({"fastdds_profile": "  "}, {}),
+    ],
+)
+def test_fastdds_profile_empty_or_keep_leaves_the_environment_alone(monkeypatch, given, env):
+    assert _launched_node(monkeypatch, **given).kwargs["additional_env"] == env
+
+
+def test_params_file_argument_documents_the_namespace_wildcard_key(launch_tree):
+    (call,) = [c for c in _calls(launch_tree, "DeclareLaunchArgument") if ast.literal_eval(c.args[0]) == "params_file"]
+    assert "/**/fusion_node" in ast.literal_eval(_kw(call, "description"))
+
+
+@pytest.mark.parametrize(("key", "applies"), [("/**/fusion_node", True), ("fusion_node", False)])
+def test_params_file_applies_to_a_namespaced_node_only_with_the_wildcard_key(tmp_path, key, applies):
+    """What rcl does with the key when the launch file's namespace:= is set: the ui's Export
+    settings and config/fusion.yaml write /**/fusion_node, which applies; a bare key would not."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+
+    from fusion_ros.ros.node import FusionNode
+    from fusion_ros.ui.logic import export_yaml
+
+    text = export_yaml({"sync.slop": 0.07, "method": "average"})
+    if key != "/**/fusion_node":
+        text = text.replace("/**/fusion_node:", f"{key}:").replace("'/**/fusion_node':", f"{key}:")
+    assert f"{key}:" in text or f"'{key}':" in text
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(params)], domain_id=100 + os.getpid() % 100)
+    try:
+        node = FusionNode(context=context, namespace="/robot1/thermal")
+        try:
+            got = (node.get_parameter("sync.slop").value, node.get_parameter("method").value)
+            assert got == ((0.07, "average") if applies else (0.05, "pyramid"))
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 # -- config/fusion.yaml -------------------------------------------------------------------------
