@@ -258,3 +258,70 @@ def test_fastdds_profile_has_a_large_shared_memory_segment():
     used = [e.text for e in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
     assert set(used) == set(transports) and any(transports[u].find("d:type", ns).text == "UDPv4" for u in used)
     assert participant.find(".//d:useBuiltinTransports", ns).text == "false"
+
+
+# -- the pip-installed launchers (lib/fusion_ros/*) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def venv_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv laid out as `pip install .` leaves it: the launchers in <venv>/lib/fusion_ros/, the
+    package and its dependencies importable from the venv's own Python only."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    # the project's dependencies (this test's environment) and the package, as if installed here
+    (site / "deps.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n{REPO}\n")
+    lib = venv / "lib" / "fusion_ros"
+    lib.mkdir(parents=True)
+    for launcher in (REPO / "resource" / "lib").iterdir():
+        (lib / launcher.name).write_bytes(launcher.read_bytes())
+        (lib / launcher.name).chmod(0o755)
+    return venv
+
+
+def _foreign_env() -> dict[str, str]:
+    """PATH with only the system's directories (a python3 without fusion_ros, or none), no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    return env
+
+
+def test_installed_cli_launcher_runs_with_a_foreign_path(venv_prefix):
+    import shutil
+    import subprocess
+
+    if shutil.which("python3", path=_foreign_env()["PATH"]) is None:
+        pytest.skip("no python3 on the system PATH to start the launcher's #! line")
+    result = subprocess.run([str(venv_prefix / "lib" / "fusion_ros" / "fusion-ros"), "methods"], env=_foreign_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("pyramid (default)")
+
+
+@pytest.mark.slow
+def test_installed_node_launcher_runs_with_a_foreign_path(venv_prefix, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("rclpy")
+    env = dict(_foreign_env(), ROS_DOMAIN_ID=str(150 + os.getpid() % 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    if shutil.which("python3", path=env["PATH"]) is None:
+        pytest.skip("no python3 on the system PATH to start the launcher's #! line")
+    log = tmp_path / "node.log"
+    with log.open("w") as out:
+        node = subprocess.Popen([str(venv_prefix / "lib" / "fusion_ros" / "fusion_node")], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and node.poll() is None and "fusing with" not in log.read_text():
+            time.sleep(0.2)
+        node.send_signal(signal.SIGINT)
+        rc = node.wait(60)
+    text = log.read_text()
+    assert "fusing with 'pyramid'" in text and rc == 0, text[-2000:]
+    assert "ModuleNotFoundError" not in text
