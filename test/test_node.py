@@ -929,3 +929,39 @@ def test_diagnostics_flag_stamps_from_another_clock():
     assert values["latency stamp->publish p50 / p95 (ms)"].startswith("stamps not comparable to the clock (use_sim_time?)")
     stats.latency(0.012)
     assert dict(_status(stats, stats.started + 1.0)[2])["latency stamp->publish p50 / p95 (ms)"] == "12.0 / 12.0"
+
+
+@pytest.mark.slow
+def test_replay_stops_cleanly_on_sigterm_and_gives_rclpy_no_process_arguments(tmp_path):
+    """`fusion-ros replay --loop 0 --remap A:=B` then SIGTERM: exit 0 with its summary, no traceback,
+    and no rcl warning about a deprecated remap rule (its --remap is not a ROS argument)."""
+    from fusion_ros.bag import IMAGE_MSGTYPE, BagMessage, serialize_image, write_bag
+
+    bag = tmp_path / "bag"
+    write_bag(bag, [BagMessage("/thermal/image_raw", IMAGE_MSGTYPE, 10**9 + i * 10**8,
+                               serialize_image(THERMAL8, 10**9 + i * 10**8, "thermal")) for i in range(10)])
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN + 1), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    replay = subprocess.Popen([sys.executable, "-m", "fusion_ros", "replay", str(bag), "--loop", "0",
+                               "--remap", "/thermal/image_raw:=/ir/image_raw"],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN + 1)
+    try:
+        listener = rclpy.create_node("replay_listener", context=ctx)
+        got = []
+        listener.create_subscription(Image, "/ir/image_raw", got.append, 10)  # the remapped topic
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(listener)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(got) < 3 and replay.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        assert len(got) >= 3, "replay published nothing on the remapped topic"
+        replay.send_signal(signal.SIGTERM)
+        out, err = replay.communicate(timeout=60)
+        executor.shutdown(timeout_sec=1)
+        listener.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+    assert replay.returncode == 0, err[-2000:]
+    assert "stopped by a signal" in out and "Traceback" not in err
+    assert "deprecated" not in err.lower(), err[-2000:]
