@@ -107,6 +107,7 @@ class FusionNode(Node):
         self._limits = Limits(values["diagnostics.silent_warn"], values["diagnostics.silent_error"])
         self._max_pixels = values["input.max_pixels"]
         self._running_pixels = 0.0  # running size of the fused frames, for giving memory back after a huge one
+        self._trim_pending = False  # a huge input was rejected: its freed message memory goes back after the next frame
         self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
             queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"],
             on_jump=self._on_stamp_jump,
@@ -309,6 +310,7 @@ class FusionNode(Node):
         if pixels > self._max_pixels:
             self._bad_input(stream, InputError(f"{msg.width}x{msg.height} = {pixels / 1e6:.1f} Mpx exceeds input.max_pixels "
                                                f"{self._max_pixels / 1e6:.1f} Mpx"))
+            self._trim_pending = True
             return
         try:
             image = decode(msg)
@@ -356,12 +358,11 @@ class FusionNode(Node):
         self._trim_after_huge_frame(fused.shape[0] * fused.shape[1])
 
     def _trim_after_huge_frame(self, pixels: int) -> None:
-        """After a frame much larger than the running size, give the freed heap back to the OS
-        (the tuned allocator keeps it otherwise, for the lifetime of the node)."""
-        if self._running_pixels and pixels > _TRIM_FACTOR * self._running_pixels:
+        """After a frame much larger than the running size, or a rejected huge input, give the freed
+        heap back to the OS (the tuned allocator keeps it otherwise, for the lifetime of the node)."""
+        if self._trim_pending or (self._running_pixels and pixels > _TRIM_FACTOR * self._running_pixels):
+            self._trim_pending = False
             trim_heap()
-            self.get_logger().info(f"{pixels / 1e6:.1f} Mpx frame, {pixels / self._running_pixels:.0f}x the usual: "
-                                   "freed memory returned to the OS")
         self._running_pixels = pixels if not self._running_pixels else 0.9 * self._running_pixels + 0.1 * pixels
 
     def _publish(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
