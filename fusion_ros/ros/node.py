@@ -339,8 +339,12 @@ class FusionNode(Node):
         if isinstance(visible, CompressedImage):
             try:
                 visible = compressed_from_msg(visible)
+                if visible.width * visible.height > self._max_pixels:  # raw images are checked in the callback
+                    raise InputError(f"compressed {visible.width}x{visible.height} exceeds input.max_pixels "
+                                     f"{self._max_pixels / 1e6:.1f} Mpx")
             except InputError as err:
                 self._bad_input("rgb", err)
+                self._trim_pending = True
                 return
         thermal_hw = job.thermal.shape[:2]
         if thermal_hw != visible.rgb.shape[:2] and fuser.registration.homography is None and not self._resize:
