@@ -304,28 +304,29 @@ perturbations = st.lists(
 
 
 def perturbed(n: int, edits: list) -> tuple[list, int, int]:
-    """The event list after ``edits``, the number of bad messages injected and of time line changes."""
+    """The event list of ``n`` clean frames after ``edits``; also how many messages got a wrong
+    stamp and how many times the time line changed (a jump, or a pause = a jump forward)."""
     period = round(33.3 * MS)
-    shift_at = {i: d for kind, i, _, d in edits if kind in ("jump", "pause") and d != 0}
-    events, offset = [], 0
-    bad = changes = 0
-    by_frame = {}
+    by_frame: dict[int, list] = {}
     for kind, i, which, delta in edits:
         by_frame.setdefault(i, []).append((kind, which, delta))
+    events, offset, bad, changes = [], 0, 0, 0
     for i in range(n):
-        if i in shift_at:
-            offset += shift_at[i] if by_frame and any(k == "jump" for k, _, _ in by_frame[i]) else abs(shift_at[i])
+        edits_here = by_frame.get(i, [])
+        shifts = [(kind, delta) for kind, _, delta in edits_here if kind in ("jump", "pause") and delta != 0]
+        if shifts:  # one change of time line per frame at most
+            kind, delta = shifts[-1]
+            offset += delta if kind == "jump" else abs(delta)
             changes += 1
         t = T0 + i * period + offset
         frame = [(THERMAL, t, ("t", i)), (RGB, t + 4 * MS, ("r", i))]
-        for kind, which, delta in by_frame.get(i, []):
-            streams_hit = (THERMAL, RGB) if which == "both" else (which,)
-            if kind == "outlier":
-                frame = [(s, (delta if delta in (0,) else t + delta) if s in streams_hit else st_, p) if s in streams_hit else (s, st_, p)
-                         for s, st_, p in frame]
-                bad += len(streams_hit)
+        for kind, which, delta in edits_here:
+            hit = (THERMAL, RGB) if which == "both" else (which,)
+            if kind == "outlier":  # delta 0: a stamp of 0; else the stamp moved by delta
+                frame = [(s, (0 if delta == 0 else stamp + delta) if s in hit else stamp, p) for s, stamp, p in frame]
+                bad += len(hit)
             elif kind == "duplicate":
-                frame += [e for e in frame if e[0] in streams_hit]
+                frame += [e for e in frame if e[0] in hit]
         events += frame
     return events, bad, changes
 
