@@ -39,9 +39,9 @@ __all__ = ["OverheadResult", "TransportResult", "default_profile", "measure_over
 
 
 def default_profile() -> Path | None:
-    """The shipped ``fastdds_shm.xml`` (see :func:`~fusion_ros.ros.playback.find_fastdds_profile`), or None."""
+    """The shipped ``fastdds_shm.xml`` (see :func:`~fusion_ros.ros.processes.find_fastdds_profile`), or None."""
     from fusion_ros.errors import FusionError
-    from fusion_ros.ros.playback import find_fastdds_profile
+    from fusion_ros.ros.processes import find_fastdds_profile
 
     try:
         return find_fastdds_profile()

@@ -4,6 +4,7 @@
 >>> fused = Fuser("pyramid")(thermal_u16, rgb_u8)   # same shape and dtype as rgb_u8
 """
 
+from fusion_ros.config import FusionConfig, build_config
 from fusion_ros.errors import (
     ConfigError,
     DependencyError,
@@ -22,12 +23,14 @@ __all__ = [
     "ConfigError",
     "DependencyError",
     "Fuser",
+    "FusionConfig",
     "FusionError",
     "InputError",
     "MethodUnavailableError",
     "ThermalConfig",
     "UnknownMethodError",
     "WeightsError",
+    "build_config",
     "create_method",
     "list_methods",
     "method_names",

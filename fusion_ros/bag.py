@@ -3,20 +3,16 @@
 rosbag2 is not installable from PyPI, but ``rosbags`` writes and reads the same files (sqlite3
 ``.db3`` and MCAP, metadata version 9), so users can ``ros2 bag play`` what this module writes and
 process what ``ros2 bag record`` wrote. Messages stay in their CDR bytes until someone needs the
-pixels: copying a topic or replaying it never decodes it.
-
-:func:`process_bag` is the offline counterpart of the node: it pairs the two image topics with the
-same :class:`~fusion_ros.sync.ApproximateTimeSynchronizer`, but fuses *every* pair (no latest-wins
-dropping, since nothing has to keep up with a live camera), in batches, and writes the fused topic
-with the RGB message's header and encoding, as the node publishes it.
+pixels: copying a topic or replaying it never decodes it. Fusing a bag is
+:mod:`fusion_ros.bag_fusion`.
 """
 
 from __future__ import annotations
 
 import shutil
 import struct
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from fusion_ros.errors import ConfigError, FusionError, InputError
-from fusion_ros.registry import DEFAULT_METHOD
-from fusion_ros.ros.convert import VisibleImage, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
 __all__ = [
+    "BAG_VERSION",
     "DEFAULT_FUSED_TOPIC",
     "DEFAULT_RGB_TOPIC",
     "DEFAULT_THERMAL_TOPIC",
@@ -37,17 +32,18 @@ __all__ = [
     "STORAGES",
     "THERMAL_FRAME_ID",
     "BagMessage",
-    "ProcessStats",
     "bag_topics",
     "cdr_header",
     "deserialize",
     "expected_pairs",
-    "header_stamp_ns",
     "image_message",
-    "process_bag",
+    "input_storage",
+    "prepare_output",
     "read_messages",
     "serialize_image",
     "stamp_ns",
+    "storage_plugin",
+    "typestore",
     "write_bag",
     "write_scene_bag",
 ]
@@ -62,17 +58,20 @@ THERMAL_FRAME_ID = "thermal_camera_optical_frame"
 RGB_FRAME_ID = "rgb_camera_optical_frame"
 #: rosbag2 storage plugins ``rosbags`` writes; ``ros2 bag`` reads both (mcap is the default since Iron).
 STORAGES = ("sqlite3", "mcap")
-_BAG_VERSION = 9  # rosbag2 metadata version of Jazzy/Kilted
+#: rosbag2 metadata version of Jazzy/Kilted, written by every bag writer here.
+BAG_VERSION = 9
 
 
 @lru_cache(maxsize=1)
-def _typestore() -> Any:
+def typestore() -> Any:
+    """The ROS 2 Kilted message definitions of ``rosbags`` (built once)."""
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def _storage_plugin(storage: str) -> Any:
+def storage_plugin(storage: str) -> Any:
+    """The ``rosbags`` writer plugin of a :data:`STORAGES` name."""
     from rosbags.rosbag2 import StoragePlugin
 
     if storage not in STORAGES:
@@ -97,9 +96,9 @@ class BagMessage:
 def deserialize(raw: bytes | memoryview, msgtype: str) -> Any:
     """CDR bytes (with their 4-byte encapsulation header, as rclpy and rosbag2 store them) → message."""
     try:
-        return _typestore().deserialize_cdr(raw, msgtype)
+        return typestore().deserialize_cdr(raw, msgtype)
     except Exception as err:  # rosbags raises plain exceptions (struct.error, IndexError, ...)
-        raise InputError(f"cannot deserialize a {msgtype} message ({len(raw)} bytes): {err}") from None
+        raise InputError(f"cannot deserialize a {msgtype} message ({len(raw)} bytes): {err}") from err
 
 
 def stamp_ns(msg: Any) -> int:
@@ -129,7 +128,7 @@ def image_message(
     ``encoding`` defaults by dtype and shape: uint8 (H,W,3) → rgb8, (H,W) uint8 → mono8, uint16 →
     mono16, float32 → 32FC1. ``header`` (a rosbags Header) is reused as-is when given.
     """
-    ts = _typestore()
+    ts = typestore()
     arr = np.ascontiguousarray(array)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
@@ -160,7 +159,7 @@ def image_message(
 
 def serialize_image(array: np.ndarray, stamp: int, frame_id: str, encoding: str | None = None) -> bytes:
     """CDR bytes of :func:`image_message` — what rclpy publishes and rosbag2 records."""
-    return bytes(_typestore().serialize_cdr(image_message(array, stamp, frame_id, encoding), IMAGE_MSGTYPE))
+    return bytes(typestore().serialize_cdr(image_message(array, stamp, frame_id, encoding), IMAGE_MSGTYPE))
 
 
 def write_bag(path: str | Path, messages: Iterable[BagMessage], storage: str = "sqlite3", overwrite: bool = False) -> int:
@@ -172,23 +171,24 @@ def write_bag(path: str | Path, messages: Iterable[BagMessage], storage: str = "
     from rosbags.rosbag2 import Writer, WriterError
 
     path = Path(path)
-    _prepare_output(path, overwrite)
+    prepare_output(path, overwrite)
     count = 0
     try:
-        with Writer(path, version=_BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
+        with Writer(path, version=BAG_VERSION, storage_plugin=storage_plugin(storage)) as writer:
             connections: dict[str, Any] = {}
             for m in messages:
                 conn = connections.get(m.topic)
                 if conn is None:
-                    conn = connections[m.topic] = writer.add_connection(m.topic, m.msgtype, typestore=_typestore())
+                    conn = connections[m.topic] = writer.add_connection(m.topic, m.msgtype, typestore=typestore())
                 writer.write(conn, m.log_time_ns, m.raw)
                 count += 1
     except WriterError as err:
-        raise FusionError(f"cannot write bag {path}: {err}") from None
+        raise FusionError(f"cannot write bag {path}: {err}") from err
     return count
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
+def prepare_output(path: Path, overwrite: bool) -> None:
+    """Make room for a new bag folder at ``path``: refuse an existing one unless ``overwrite``."""
     if path.exists():
         if not overwrite:
             raise ConfigError(f"output bag {path} already exists (remove it or pass overwrite)")
@@ -244,7 +244,7 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
         with _open_reader(path) as reader:
             return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
     except ReaderError as err:
-        raise FusionError(f"cannot read bag {path}: {err}") from None
+        raise FusionError(f"cannot read bag {path}: {err}") from err
 
 
 def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
@@ -263,7 +263,19 @@ def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
             for conn, log_time, raw in reader.messages(connections=conns):
                 yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(raw))
     except ReaderError as err:
-        raise FusionError(f"cannot read bag {path}: {err}") from None
+        raise FusionError(f"cannot read bag {path}: {err}") from err
+
+
+def input_storage(path: Path) -> str:
+    """``sqlite3`` or ``mcap``, from the bag's metadata (what a new bag written from it keeps)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((path / "metadata.yaml").read_text())
+        ident = meta["rosbag2_bagfile_information"]["storage_identifier"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise FusionError(f"cannot read {path / 'metadata.yaml'}: {err}") from err
+    return "mcap" if ident == "mcap" else "sqlite3"
 
 
 def expected_pairs(
@@ -282,198 +294,3 @@ def expected_pairs(
         for pair in sync.add(stream, cdr_header(m.raw)[0], None):  # the stamp without decoding the image
             out.append((pair.thermal_stamp_ns, pair.rgb_stamp_ns))
     return out
-
-
-@dataclass
-class ProcessStats:
-    """What :func:`process_bag` did."""
-
-    pairs: int = 0
-    fused: int = 0
-    thermal_messages: int = 0
-    rgb_messages: int = 0
-    copied: int = 0
-    bad_messages: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Pending:
-    """A pair waiting for its batch; ``raw`` filled once fused."""
-
-    log_time_ns: int
-    thermal: np.ndarray
-    visible: VisibleImage
-    header: Any
-    raw: bytes | None = None
-
-
-def process_bag(
-    in_path: str | Path,
-    out_path: str | Path,
-    method: str = DEFAULT_METHOD,
-    *,
-    fuser: Any | None = None,
-    fuser_kwargs: dict[str, Any] | None = None,
-    thermal_topic: str = DEFAULT_THERMAL_TOPIC,
-    rgb_topic: str = DEFAULT_RGB_TOPIC,
-    fused_topic: str = DEFAULT_FUSED_TOPIC,
-    storage: str | None = None,
-    copy_inputs: bool = False,
-    batch_size: int = 8,
-    slop_s: float = 0.05,
-    queue_size: int = 100,
-    overwrite: bool = False,
-    progress: bool = True,
-    on_fused: Callable[[np.ndarray, np.ndarray, np.ndarray, int], None] | None = None,
-) -> ProcessStats:
-    """Fuse every synchronized thermal/RGB pair of a bag into a new bag.
-
-    Args:
-        in_path: input bag folder (sqlite3 or MCAP).
-        out_path: output bag folder (must not exist unless ``overwrite``).
-        method: fusion method, used when no ``fuser`` is given.
-        fuser: a ready :class:`~fusion_ros.fuser.Fuser` (its thermal window state carries on).
-        fuser_kwargs: extra :class:`~fusion_ros.fuser.Fuser` arguments (device, options, thermal, homography...).
-        thermal_topic, rgb_topic: ``sensor_msgs/Image`` input topics.
-        fused_topic: output topic; each message has the RGB message's header and encoding.
-        storage: output storage, default the input's.
-        copy_inputs: also copy every input message (all topics) into the output bag.
-        batch_size: pairs of equal size fused per call (bigger = faster on a GPU, more memory).
-        slop_s, queue_size: synchronizer settings, as the node's ``sync.slop`` / ``sync.queue_size``.
-        overwrite: replace an existing output bag.
-        progress: tqdm progress bar on stderr.
-        on_fused: called with ``(thermal, rgb, fused, rgb_stamp_ns)`` per fused pair (previews).
-
-    A fused message is logged at the recording time of the message that completed its pair, so
-    ``ros2 bag play`` of the output replays it when a live node could first have published it.
-    Undecodable messages are counted in ``bad_messages`` (first few reasons in ``errors``) and skipped.
-    """
-    from rosbags.rosbag2 import Writer, WriterError
-    from tqdm import tqdm
-
-    in_path, out_path = Path(in_path), Path(out_path)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    topics = bag_topics(in_path)
-    for topic in (thermal_topic, rgb_topic):
-        if topic not in topics:
-            have = ", ".join(f"{t} ({ty})" for t, (ty, _) in sorted(topics.items())) or "none"
-            raise ConfigError(f"bag {in_path} has no topic {topic} (topics: {have})")
-        if topics[topic][0] != IMAGE_MSGTYPE:
-            raise ConfigError(f"topic {topic} is {topics[topic][0]}, expected {IMAGE_MSGTYPE}")
-    if fused_topic in topics and copy_inputs:
-        raise ConfigError(f"input bag already has {fused_topic}; choose another fused topic")
-    if storage is None:
-        storage = _input_storage(in_path)
-    if fuser is None:
-        from fusion_ros.fuser import Fuser
-
-        fuser = Fuser(method, **(fuser_kwargs or {}))
-    sync: ApproximateTimeSynchronizer[tuple[int, Any]] = ApproximateTimeSynchronizer(queue_size, slop_s)
-    stats = ProcessStats()
-    total = sum(n for t, (_, n) in topics.items() if copy_inputs or t in (thermal_topic, rgb_topic))
-    _prepare_output(out_path, overwrite)
-    # Output events in recording order: copied inputs and fused pairs (filled in per batch).
-    events: list[BagMessage | _Pending] = []
-    batch: list[_Pending] = []
-
-    def flush(writer: Any, conns: dict[str, Any]) -> None:
-        if batch:
-            for group in _same_size_groups(batch):
-                frames = fuser.fuse_arrays([p.thermal for p in group], [p.visible.rgb for p in group])  # one model call
-                for p, fused in zip(group, frames):
-                    enc = encode_visible(fused, p.visible)
-                    msg = _typestore().types[IMAGE_MSGTYPE](
-                        header=p.header, height=enc.height, width=enc.width, encoding=enc.encoding,
-                        is_bigendian=0, step=enc.step, data=enc.data,
-                    )
-                    p.raw = bytes(_typestore().serialize_cdr(msg, IMAGE_MSGTYPE))
-                    stats.fused += 1
-                    if on_fused is not None:
-                        on_fused(p.thermal, p.visible.rgb, fused, header_stamp_ns(p.header))
-            batch.clear()
-        for ev in events:
-            if isinstance(ev, _Pending):
-                if fused_topic not in conns:
-                    conns[fused_topic] = writer.add_connection(fused_topic, IMAGE_MSGTYPE, typestore=_typestore())
-                writer.write(conns[fused_topic], ev.log_time_ns, ev.raw)
-            else:
-                writer.write(conns[ev.topic], ev.log_time_ns, ev.raw)
-        events.clear()
-
-    try:
-        with Writer(out_path, version=_BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
-            conns: dict[str, Any] = {}
-            if copy_inputs:
-                for topic, (msgtype, _) in topics.items():
-                    conns[topic] = writer.add_connection(topic, msgtype, typestore=_typestore())
-            wanted = None if copy_inputs else [thermal_topic, rgb_topic]
-            with tqdm(total=total, unit="msg", desc=f"fusing ({fuser.method_name})", disable=not progress) as bar:
-                for m in read_messages(in_path, wanted):
-                    bar.update(1)
-                    if copy_inputs:
-                        events.append(m)
-                        stats.copied += 1
-                    if m.topic not in (thermal_topic, rgb_topic):
-                        continue
-                    stream = THERMAL if m.topic == thermal_topic else RGB
-                    try:
-                        msg = m.decode()
-                        data = thermal_from_msg(msg) if stream == THERMAL else visible_from_msg(msg)
-                    except InputError as err:
-                        stats.bad_messages += 1
-                        if len(stats.errors) < 5:
-                            stats.errors.append(f"{m.topic} at {m.log_time_ns}: {err}")
-                        continue
-                    if stream == THERMAL:
-                        stats.thermal_messages += 1
-                    else:
-                        stats.rgb_messages += 1
-                    for pair in sync.add(stream, stamp_ns(msg), (m.log_time_ns, (msg, data))):
-                        rgb_msg, visible = pair.rgb[1]
-                        _, thermal = pair.thermal[1]
-                        pending = _Pending(m.log_time_ns, thermal, visible, rgb_msg.header)
-                        events.append(pending)
-                        batch.append(pending)
-                        stats.pairs += 1
-                    if len(batch) >= batch_size:
-                        flush(writer, conns)
-                flush(writer, conns)
-    except WriterError as err:
-        raise FusionError(f"cannot write bag {out_path}: {err}") from None
-    counts = sync.counts()
-    stats.dropped = {reason: counts.total(reason) for reason in counts.dropped if counts.total(reason)}
-    left = sum(sync.queued().values())
-    if left:
-        stats.dropped["unpaired_at_end"] = left
-    return stats
-
-
-def _same_size_groups(batch: list[_Pending]) -> Iterator[list[_Pending]]:
-    """Consecutive runs of pairs whose thermal and RGB shapes match (one tensor batch each)."""
-    group: list[_Pending] = []
-    for p in batch:
-        if group and (p.thermal.shape, p.visible.rgb.shape, p.thermal.dtype) != (
-            group[0].thermal.shape,
-            group[0].visible.rgb.shape,
-            group[0].thermal.dtype,
-        ):
-            yield group
-            group = []
-        group.append(p)
-    if group:
-        yield group
-
-
-def _input_storage(path: Path) -> str:
-    """``sqlite3`` or ``mcap``, from the bag's metadata."""
-    import yaml
-
-    try:
-        meta = yaml.safe_load((path / "metadata.yaml").read_text())
-        ident = meta["rosbag2_bagfile_information"]["storage_identifier"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
-        raise FusionError(f"cannot read {path / 'metadata.yaml'}: {err}") from None
-    return "mcap" if ident == "mcap" else "sqlite3"

@@ -7,17 +7,21 @@ transform's Y column is all ones), so the round trip is one broadcast add instea
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-__all__ = ["luma", "replace_luma"]
+if TYPE_CHECKING:  # tensor methods only: importing this module (the metrics do, for BT601) needs no torch
+    import torch
 
-_BT601 = (0.299, 0.587, 0.114)
+__all__ = ["BT601", "luma", "replace_luma"]
+
+#: ITU-R BT.601 luma weights of R, G, B: the one definition (fusion, DeFusion's output, the metrics).
+BT601 = (0.299, 0.587, 0.114)
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
     """BT.601 Y of (B,3,H,W) RGB in [0,1] → (B,1,H,W)."""
     r, g, b = rgb.unbind(1)
-    return (r * _BT601[0] + g * _BT601[1] + b * _BT601[2]).unsqueeze(1)
+    return (r * BT601[0] + g * BT601[1] + b * BT601[2]).unsqueeze(1)
 
 
 def replace_luma(rgb: torch.Tensor, y_old: torch.Tensor, y_new: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,8 @@ import torch
 
 from fusion_ros.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "DTYPES", "PRECISION_CHOICES", "array_to_device", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "PRECISION_CHOICES", "array_to_device", "precision_name", "resolve_device", "resolve_dtype"]
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 #: Precision names of the `precision` option and their torch dtypes.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -44,6 +43,14 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if name != "fp32" and device.type == "cpu":
         raise ConfigError(f"precision {name} needs a CUDA device; use fp32 (or auto) on CPU")
     return DTYPES[name]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The ``precision`` name of a torch dtype (``torch.float16`` → ``fp16``)."""
+    for name, value in DTYPES.items():
+        if value == dtype:
+            return name
+    raise ConfigError(f"no precision name for {dtype}; supported: {', '.join(DTYPES)}")
 
 
 def array_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -205,7 +205,9 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
     """
     from tqdm import tqdm
 
+    from fusion_ros.config import FusionConfig
     from fusion_ros.fuser import Fuser
+    from fusion_ros.thermal import ThermalConfig
 
     get_convention(config.preset)  # an unknown preset fails here, before any work
     bad = [m for m in config.metrics if m not in METRICS]
@@ -221,8 +223,12 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
     if config.limit > 0:
         pairs = pairs[: config.limit]
 
+    # The pairs are unrelated images, not a stream: every thermal frame on its own window (smoothing 0).
     fusers = {
-        m: Fuser(m, device=config.device, options=dict(config.options.get(m, {})), weights_dir=config.weights_dir)
+        m: Fuser.from_config(FusionConfig.create(
+            m, device=config.device, options=dict(config.options.get(m, {})), weights_dir=config.weights_dir,
+            thermal=ThermalConfig(smoothing=0.0),
+        ))  # fmt: skip
         for m in config.methods
     }
     sheet_idx = set(_spread(len(pairs), config.contact_pairs))

@@ -2,11 +2,13 @@
 
 A :class:`Fuser` owns everything that is the same for every method — input checks, thermal
 normalisation, registration, the visible-style colour path, device and dtype — so a method
-implements only its algorithm on clean tensors.
+implements only its algorithm on clean tensors. What it is built from is one validated
+:class:`~fusion_ros.config.FusionConfig`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,16 +16,20 @@ import numpy as np
 import torch
 
 from fusion_ros.color import luma, replace_luma
-from fusion_ros.device import array_to_device, resolve_device, resolve_dtype
-from fusion_ros.errors import InputError, MethodUnavailableError
+from fusion_ros.config import FusionConfig, RegistrationConfig
+from fusion_ros.device import array_to_device, precision_name
+from fusion_ros.errors import InputError
 from fusion_ros.methods.base import FusionMethod
-from fusion_ros.options import build_options
-from fusion_ros.registration import Registration
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class, method_unavailable_reason
+from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.thermal import THERMAL_DTYPES, ThermalConfig, ThermalNormalizer
-from fusion_ros.weights import default_weights_dir
 
-__all__ = ["Fuser", "check_visible", "create_method", "fused_arrays", "visible_planes"]
+__all__ = ["Fuser", "build_method", "check_visible", "create_method", "fused_arrays", "visible_planes"]
+
+
+def build_method(config: FusionConfig, *, random_init: bool = False) -> FusionMethod:
+    """The method ``config`` describes, built on its device (nothing is validated again)."""
+    cls = config.method_class
+    return cls(config.options, config.torch_device, config.dtype, config.weights_path, random_init=random_init)
 
 
 def create_method(
@@ -35,14 +41,12 @@ def create_method(
     options: Mapping[str, Any] | None = None,
     random_init: bool = False,
 ) -> FusionMethod:
-    """Build method ``name``: unknown → :class:`UnknownMethodError`, unavailable → :class:`MethodUnavailableError`."""
-    cls = get_method_class(name)
-    wdir = Path(weights_dir) if weights_dir else default_weights_dir()
-    opts = build_options(cls.Options, options, name)
-    reason = None if random_init else method_unavailable_reason(cls, wdir, options)
-    if reason:
-        raise MethodUnavailableError(f"method {name!r} is unavailable: {reason}")
-    return cls(opts, device, dtype, wdir, random_init=random_init)
+    """Build method ``name`` alone: unknown → :class:`UnknownMethodError`, unavailable → :class:`MethodUnavailableError`."""
+    config = FusionConfig.create(
+        name, device=device, precision=precision_name(dtype), weights_dir=weights_dir, options=options,
+        check_available=not random_init,
+    )  # fmt: skip
+    return build_method(config, random_init=random_init)
 
 
 def check_visible(visible: np.ndarray) -> None:
@@ -93,15 +97,21 @@ def fused_arrays(fused: torch.Tensor) -> np.ndarray:
 class Fuser:
     """Fuses thermal + visible frames with one method on one device.
 
+    Build it from a validated :class:`~fusion_ros.config.FusionConfig` with :meth:`from_config` (the
+    node, the CLI, bag fusion, the page), or from Python values with the constructor:
+
     Args:
         method: registered method name (``fusion-ros methods``).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16`` (auto: fp16 on CUDA, fp32 on CPU).
         weights_dir: folder with the weight files (default :func:`~fusion_ros.weights.default_weights_dir`).
         options: the method's options by name (strings are converted).
-        thermal: thermal normalisation; with ``ema > 0`` the window is smoothed across calls.
+        thermal: thermal normalisation; with ``smoothing > 0`` (the default) the window is smoothed
+            across calls, as a camera stream needs; use 0 for unrelated images.
         homography: 9 row-major numbers mapping thermal pixels to visible pixels.
-        random_init: build network methods with random weights (tests only).
+        resize: with no homography, stretch a thermal frame of another size over the visible one
+            (otherwise such a pair raises :class:`InputError`).
+        random_init: build network methods with random weights (tests only; availability is not checked).
         warmup: run the method once on a small dummy pair now, not on the first frame.
     """
 
@@ -115,31 +125,51 @@ class Fuser:
         options: Mapping[str, Any] | None = None,
         thermal: ThermalConfig | None = None,
         homography: Sequence[float] | None = None,
+        resize: bool = False,
         random_init: bool = False,
         warmup: bool = True,
     ) -> None:
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
-        self.method_name = method
-        self.method = create_method(
-            method,
-            device=self.device,
-            dtype=self.dtype,
-            weights_dir=Path(weights_dir) if weights_dir else None,
-            options=options,
-            random_init=random_init,
-        )
-        self.thermal = ThermalNormalizer(thermal)
-        self.registration = Registration(homography)
+        config = FusionConfig.create(
+            method, device=device, precision=precision, weights_dir=weights_dir, options=options, thermal=thermal,
+            registration=RegistrationConfig(tuple(homography) if homography is not None else None, resize),
+            check_available=not random_init,
+        )  # fmt: skip
+        self._build(config, random_init=random_init, warmup=warmup)
+
+    @classmethod
+    def from_config(cls, config: FusionConfig, *, random_init: bool = False, warmup: bool = True) -> Fuser:
+        """The Fuser ``config`` describes; it was validated when it was built, so nothing is checked again."""
+        fuser = cls.__new__(cls)
+        fuser._build(config, random_init=random_init, warmup=warmup)
+        return fuser
+
+    def _build(self, config: FusionConfig, *, random_init: bool, warmup: bool) -> None:
+        self.config = config
+        self.device = config.torch_device
+        self.dtype = config.dtype
+        self.method_name = config.method
+        self.method = build_method(config, random_init=random_init)
+        self.thermal = ThermalNormalizer(config.thermal)
+        self.registration = config.registration.build()
         if warmup:
             self.method.warmup()
+
+    def reconfigure(self, thermal: ThermalConfig, registration: RegistrationConfig) -> None:
+        """Use other thermal and registration settings from the next frame on (the model stays); a
+        changed thermal setting restarts the smoothed window."""
+        if thermal != self.config.thermal:
+            self.thermal = ThermalNormalizer(thermal)
+        if registration != self.config.registration:
+            self.registration = registration.build()
+        self.config = dataclasses.replace(self.config, thermal=thermal, registration=registration)
 
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Batched fusion of prepared tensors.
 
         Args:
-            ir: (B,1,h,w) thermal in [0,1] (registered to the visible grid by this Fuser's homography).
+            ir: (B,1,h,w) thermal in [0,1] (registered to the visible grid by this Fuser's homography;
+                another size than ``vis`` without one raises :class:`InputError` unless ``resize``).
             vis: (B,3,H,W) RGB or (B,1,H,W) grey, in [0,1].
 
         Returns:
@@ -147,6 +177,7 @@ class Fuser:
         """
         if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] not in (1, 3) or ir.shape[0] != vis.shape[0]:
             raise InputError(f"fuse_tensor needs ir (B,1,h,w) and vis (B,1|3,H,W), got {tuple(ir.shape)} and {tuple(vis.shape)}")
+        self.config.registration.check(ir.shape[-2:], vis.shape[-2:])
         ir = self.registration(ir.to(self.device, self.dtype), (vis.shape[-2], vis.shape[-1]))
         vis = vis.to(self.device, self.dtype)
         method = self.method

@@ -72,6 +72,7 @@ from typing import Callable, Iterable, Literal, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fusion_ros.color import BT601
 from fusion_ros.errors import ConfigError, InputError
 
 __all__ = [
@@ -107,9 +108,8 @@ METRICS: tuple[str, ...] = (
 #: Direction of each metric: True when a larger value means a better fusion.
 HIGHER_IS_BETTER: Mapping[str, bool] = {m: m not in ("Nabf", "MSE", "RMSE") for m in METRICS}
 
-# MATLAB rgb2gray coefficients (rows of the inverse NTSC transform), and BT.601 luma.
+# MATLAB rgb2gray coefficients (rows of the inverse NTSC transform); the textbook grey is BT.601.
 _MATLAB_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
-_BT601 = (0.299, 0.587, 0.114)
 
 # Xydeas–Petrović constants shared by all toolboxes (Qabf), and Petrović/Kumar's (Nabf).
 _QABF = {"Tg": 0.9994, "kg": -15.0, "Dg": 0.5, "Ta": 0.9879, "ka": -22.0, "Da": 0.8}
@@ -908,7 +908,7 @@ def _as_float(img: np.ndarray, what: str) -> np.ndarray:
 def _to_gray(img: np.ndarray, gray: str) -> np.ndarray:
     if img.ndim == 2:
         return img
-    weights = _MATLAB_GRAY if gray == "matlab" else _BT601
+    weights = _MATLAB_GRAY if gray == "matlab" else BT601
     y = img[..., 0] * weights[0] + img[..., 1] * weights[1] + img[..., 2] * weights[2]
     if gray == "matlab":
         return np.clip(_round_half_away(y), 0, 255)

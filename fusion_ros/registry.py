@@ -78,6 +78,7 @@ class MethodInfo:
     available: bool
     reason: str
     cost: str
+    seconds_per_pair: float | None
 
 
 def method_unavailable_reason(cls: type, weights_dir: Path, options: Mapping[str, Any] | None = None) -> str | None:
@@ -116,5 +117,5 @@ def list_methods(weights_dir: Path | None = None, *, survive_broken: bool = Fals
             if not survive_broken:
                 raise
             files = ()
-        rows.append(MethodInfo(name, cls.description, cls.weights_key is not None, files, reason is None, reason or "", cls.cost))
+        rows.append(MethodInfo(name, cls.description, cls.weights_key is not None, files, reason is None, reason or "", cls.cost, cls.seconds_per_pair))
     return rows

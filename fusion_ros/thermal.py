@@ -16,10 +16,13 @@ import torch
 from fusion_ros.device import array_to_device
 from fusion_ros.errors import ConfigError, InputError
 
-__all__ = ["THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
+__all__ = ["NORMALIZATIONS", "THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
 
 #: Thermal array dtypes the core accepts (mono8 / mono16 counts / 32FC1 temperatures).
 THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+#: Values of ``ThermalConfig.normalization`` (the ``thermal.normalization`` parameter).
+NORMALIZATIONS = ("auto", "percentile", "fixed")
 
 # Percentiles are taken on every 4th pixel of every 4th row: 16x less work, same window to
 # within a count on real sensors (the window is smoothed anyway).
@@ -28,35 +31,42 @@ _SUBSAMPLE = 4
 
 @dataclass(frozen=True)
 class ThermalConfig:
-    """How thermal values become [0,1].
+    """How thermal values become [0,1]; each field is the node parameter ``thermal.<field>``.
 
     Attributes:
-        mode: ``"auto"`` (uint8 passthrough, percentile window otherwise), ``"percentile"``
+        normalization: ``"auto"`` (uint8 passthrough, percentile window otherwise), ``"percentile"``
             (always a window from the frame's percentiles), ``"fixed"`` (the ``window`` given).
-        low_pct: lower percentile of the robust window (``auto``/``percentile``).
-        high_pct: upper percentile.
+        low_percentile: lower percentile of the robust window (``auto``/``percentile``).
+        high_percentile: upper percentile.
         window: (low, high) in the frame's own unit (counts or degrees) for ``fixed``.
-        ema: weight of the previous window in the temporal smoothing, 0 = stateless (single
-            images), 0.9 = steady video. Only a :class:`ThermalNormalizer` keeps state.
+        smoothing: weight of the previous frame's window in the current one (an exponential moving
+            average), 0 = every frame on its own window. The default 0.9 is for what this package
+            fuses most: a camera stream (the node, a bag), where a per-frame window makes the whole
+            image pump when a hot object enters the view. It costs nothing for a single pair (the
+            first frame uses its own window), so one default serves the node, the CLI, bags and the
+            page; fusing unrelated images one after another with one :class:`ThermalNormalizer`
+            (a dataset evaluation) is the case that needs 0.
         invert: map hot to dark (for "black-hot" palettes).
     """
 
-    mode: str = "auto"
-    low_pct: float = 1.0
-    high_pct: float = 99.0
+    normalization: str = "auto"
+    low_percentile: float = 1.0
+    high_percentile: float = 99.0
     window: tuple[float, float] = (0.0, 65535.0)
-    ema: float = 0.0
+    smoothing: float = 0.9
     invert: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "percentile", "fixed"):
-            raise ConfigError(f"thermal mode must be auto, percentile or fixed, not {self.mode!r}")
-        if not 0.0 <= self.low_pct < self.high_pct <= 100.0:
-            raise ConfigError(f"thermal percentiles need 0 <= low < high <= 100, got {self.low_pct}, {self.high_pct}")
-        if not self.window[1] > self.window[0]:
-            raise ConfigError(f"thermal window needs high > low, got {tuple(self.window)}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"thermal ema must be in [0, 1), got {self.ema}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"thermal normalization must be auto, percentile or fixed, not {self.normalization!r}")
+        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
+            raise ConfigError(
+                f"thermal percentiles need 0 <= low < high <= 100, got {self.low_percentile}, {self.high_percentile}"
+            )
+        if len(self.window) != 2 or not self.window[1] > self.window[0]:
+            raise ConfigError(f"thermal window needs 2 numbers, high > low, got {tuple(self.window)}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"thermal smoothing must be in [0, 1), got {self.smoothing}")
 
 
 class ThermalNormalizer:
@@ -77,25 +87,25 @@ class ThermalNormalizer:
 
     def _frame_window(self, thermal: np.ndarray) -> tuple[float, float]:
         cfg = self.config
-        if cfg.mode == "fixed":
+        if cfg.normalization == "fixed":
             return float(cfg.window[0]), float(cfg.window[1])
         sample = thermal[::_SUBSAMPLE, ::_SUBSAMPLE]
         if sample.dtype.kind == "f":
             sample = sample[np.isfinite(sample)]
             if sample.size == 0:
                 raise InputError("thermal frame has no finite value (all NaN or inf)")
-        lo, hi = np.percentile(sample, (cfg.low_pct, cfg.high_pct))
+        lo, hi = np.percentile(sample, (cfg.low_percentile, cfg.high_percentile))
         return float(lo), float(hi)
 
     def __call__(self, thermal: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Normalise one (H,W) thermal array; returns (1,1,H,W) on ``device`` in [0,1], NaN → 0 (coldest)."""
         t = array_to_device(thermal, device)
-        if thermal.dtype == np.uint8 and self.config.mode == "auto":
+        if thermal.dtype == np.uint8 and self.config.normalization == "auto":
             out = t.to(dtype).div_(255.0)
         else:
             lo, hi = self._frame_window(thermal)
-            if self._window is not None and self.config.ema > 0.0:
-                a = self.config.ema
+            if self._window is not None and self.config.smoothing > 0.0:
+                a = self.config.smoothing
                 lo = a * self._window[0] + (1.0 - a) * lo
                 hi = a * self._window[1] + (1.0 - a) * hi
             self._window = (lo, hi)

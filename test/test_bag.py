@@ -26,17 +26,18 @@ from fusion_ros.bag import (
     deserialize,
     expected_pairs,
     image_message,
-    process_bag,
     read_messages,
     serialize_image,
     stamp_ns,
     write_bag,
     write_scene_bag,
 )
+from fusion_ros.bag_fusion import process_bag
 from fusion_ros.cli import main
+from fusion_ros.config import FusionConfig, build_config
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.fuser import Fuser
-from fusion_ros.ros.convert import thermal_from_msg, visible_from_msg
+from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
 
 H, W = 48, 64
 START = 1_700_000_000_000_000_000
@@ -113,7 +114,7 @@ def test_process_bag_fuses_every_pair(tmp_path: Path, storage: str) -> None:
     assert len(expected) == 15
     seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
     stats = process_bag(
-        src, tmp_path / "out", "pyramid", batch_size=4, progress=False,
+        src, tmp_path / "out", FusionConfig.create("pyramid"), batch_size=4, progress=False,
         on_fused=lambda th, rgb, fu, stamp: seen.append((th.copy(), rgb.copy(), fu.copy(), stamp)),
     )
     assert stats.pairs == stats.fused == len(expected)
@@ -173,6 +174,22 @@ def test_process_bag_errors(tmp_path: Path) -> None:
         process_bag(tmp_path / "in", tmp_path / "out3", batch_size=0, progress=False)
 
 
+def test_size_mismatch_pairs_are_refused_unless_resize(tmp_path: Path) -> None:
+    """The node's size rule: a half-size thermal camera needs a homography or registration.resize."""
+    frames = [(stamp, kind, array[::2, ::2].copy() if kind == "thermal" else array) for stamp, kind, array in _frames(0.5)]
+    write_scene_bag(tmp_path / "in", frames)
+    pairs = len(expected_pairs(tmp_path / "in"))
+    assert pairs > 0
+    refused = process_bag(tmp_path / "in", tmp_path / "out", FusionConfig.create("average"), progress=False)
+    assert (refused.pairs, refused.fused, refused.bad_pairs) == (pairs, 0, pairs)
+    assert "registration.resize" in refused.errors[0]
+    assert bag_topics(tmp_path / "out") == {}
+    resized = process_bag(
+        tmp_path / "in", tmp_path / "out2", build_config({"method": "average", "registration.resize": True}), progress=False
+    )
+    assert (resized.fused, resized.bad_pairs) == (pairs, 0)
+
+
 def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_scene_bag(tmp_path / "in", _frames(1.0))
     rc = main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "average", "--storage", "mcap",
@@ -193,7 +210,8 @@ def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_replay_loop_through_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rclpy = pytest.importorskip("rclpy")
-    from fusion_ros.ros.playback import TopicRecorder, ros_env, spinning, start_node_process, stop_process
+    from fusion_ros.ros.player import TopicRecorder, spinning
+    from fusion_ros.ros.processes import ros_env, start_node_process, stop_process
 
     src = tmp_path / "scene"
     write_scene_bag(src, scenes.stream(2.0, height=128, width=160, start_ns=START, seed=1))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fusion_ros.errors import InputError
-from fusion_ros.ros.convert import (
+from fusion_ros.image_msgs import (
     RGB_ENCODINGS,
     THERMAL_ENCODINGS,
     decode_compressed,

@@ -124,8 +124,17 @@ def test_homography_identity_is_noop_and_shift_moves() -> None:
     assert shifted[13, 15] == 255 and shifted[10, 10] == 0
 
 
-def test_size_mismatch_resizes_with_one_warning() -> None:
-    fuser = Fuser("max", device="cpu")
+def test_size_mismatch_is_refused_without_homography_or_resize() -> None:
+    ir = np.zeros((20, 30), np.uint8)
+    vis = np.zeros((40, 60, 3), np.uint8)
+    with pytest.raises(InputError, match="thermal 30x20 and rgb 60x40 differ.*registration.resize"):
+        Fuser("max", device="cpu")(ir, vis)
+    shifted = Fuser("max", device="cpu", homography=(2, 0, 1, 0, 2, 0, 0, 0, 1))
+    assert shifted(ir, vis).shape == vis.shape
+
+
+def test_size_mismatch_with_resize_stretches_with_one_warning() -> None:
+    fuser = Fuser("max", device="cpu", resize=True)
     ir = np.zeros((20, 30), np.uint8)
     vis = np.zeros((40, 60, 3), np.uint8)
     with pytest.warns(UserWarning, match="resizing thermal"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusion_ros.ros.params import parameter_table, render_yaml
+from fusion_ros.config import parameter_table, render_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "fuse.launch.py"
@@ -212,7 +212,7 @@ def test_params_file_applies_to_a_namespaced_node_only_with_the_wildcard_key(tmp
 
 def test_params_yaml_is_the_generated_one():
     current = (REPO / "config" / "fusion.yaml").read_text()
-    assert current == render_yaml(), "config/fusion.yaml is stale: python -m fusion_ros.ros.params > config/fusion.yaml"
+    assert current == render_yaml(), "config/fusion.yaml is stale: fusion-ros params > config/fusion.yaml"
 
 
 def test_params_yaml_documents_every_parameter_with_its_default():

@@ -40,7 +40,7 @@ from fusion_ros import registry  # noqa: E402
 from fusion_ros.errors import WeightsError  # noqa: E402
 from fusion_ros.fuser import Fuser  # noqa: E402
 from fusion_ros.methods.base import FusionMethod  # noqa: E402
-from fusion_ros.ros.convert import decode_visible, encode_visible  # noqa: E402
+from fusion_ros.image_msgs import decode_visible, encode_visible  # noqa: E402
 from fusion_ros.ros.diagnostics import ERROR, summarize  # noqa: E402
 from fusion_ros.ros.node import FusionNode  # noqa: E402
 from fusion_ros.sync import SUPERSEDED  # noqa: E402
@@ -198,7 +198,7 @@ def next_stamp(step_ms: int = 100) -> int:
 
 def expected(method: str, thermal: np.ndarray, encoding: str, rgb_msg: Image) -> np.ndarray:
     vis = decode_visible(encoding, rgb_msg.height, rgb_msg.width, rgb_msg.step, 0, rgb_msg.data)
-    fused = Fuser(method, thermal=ThermalConfig(ema=0.0))(thermal, vis.rgb)
+    fused = Fuser(method, thermal=ThermalConfig(smoothing=0.0))(thermal, vis.rgb)
     return encode_visible(fused, vis).data
 
 
@@ -307,7 +307,7 @@ def test_compressed_rgb_transport(ros):
             assert wait_until(lambda: len(got) == 1)
             out = got[0]
             assert (out.encoding, out.width, out.height, out.header.frame_id, stamp_of(out)) == ("bgr8", W, H, "rgb_optical", stamp)
-            want = Fuser("pyramid", thermal=ThermalConfig(ema=0.9))(THERMAL16, RGB)[..., ::-1]
+            want = Fuser("pyramid", thermal=ThermalConfig(smoothing=0.9))(THERMAL16, RGB)[..., ::-1]
             assert np.abs(np.frombuffer(out.data, np.uint8).reshape(H, W, 3).astype(int) - want).max() <= 1
         finally:
             for entity in (thermal_pub, rgb_pub):
@@ -502,6 +502,51 @@ def test_real_unavailable_methods_name_their_files(ros, tmp_path):
     finally:
         assert ros.ros2_param_set("weights_dir", "").successful
         assert wait_until(lambda: not ros.node.worker.loading)
+
+
+def test_a_method_switch_validates_once_and_applies_the_same_config(ros, monkeypatch):
+    """`ros2 param set method X` builds one config (the on-set callback), resolves the method class once,
+    checks availability once, and the post-set callback and the loader use that same object."""
+    import sys
+    from collections import Counter
+
+    import fusion_ros.config as config_module
+    import fusion_ros.fuser as fuser_module
+    import fusion_ros.ros.node as node_module
+
+    counts: Counter[str] = Counter()
+    built: list[object] = []
+
+    def counting(name, fn, keep=False):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            out = fn(*args, **kwargs)
+            if keep:
+                built.append(out)
+            return out
+
+        return wrapper
+
+    original = registry.get_method_class
+    resolve = counting("resolve class", original)
+    for module in list(sys.modules.values()):  # the registry and every module that imported its function by name
+        if getattr(module, "__name__", "").startswith("fusion_ros") and getattr(module, "get_method_class", None) is original:
+            monkeypatch.setattr(module, "get_method_class", resolve)
+    monkeypatch.setattr(node_module, "build_config", counting("build config", config_module.build_config, keep=True))
+    monkeypatch.setattr(config_module, "method_unavailable_reason", counting("check availability", config_module.method_unavailable_reason))
+    monkeypatch.setattr(fuser_module, "build_method", counting("build model", fuser_module.build_method, keep=True))
+    with fake_method("test_counted"):
+        assert ros.ros2_param_set("method", "test_counted").successful
+        assert wait_until(lambda: ros.node.method_state.method == "test_counted" and not ros.node.worker.loading)
+        assert counts == {"build config": 1, "resolve class": 1, "check availability": 1, "build model": 1}
+        config, method = built
+        assert ros.node._target is config and ros.node._running is config and method.options is config.options
+        assert ros.ros2_param_set("method", "pyramid").successful
+        assert wait_until(lambda: ros.node.method_state.method == "pyramid" and not ros.node.worker.loading)
+
+
+def test_parameters_rclpy_declares_are_still_settable(ros):
+    assert ros.ros2_param_set("use_sim_time", "false").successful
 
 
 def test_startup_with_an_unavailable_method_runs_the_default_and_reports_error(context):

@@ -29,13 +29,13 @@ def test_uint16_percentile_window_ignores_outliers() -> None:
 
 def test_fixed_window() -> None:
     ir = np.array([[0.0, 10.0, 20.0, 40.0]], np.float32)
-    out = ThermalNormalizer(ThermalConfig(mode="fixed", window=(10.0, 30.0)))(ir, CPU)
+    out = ThermalNormalizer(ThermalConfig(normalization="fixed", window=(10.0, 30.0)))(ir, CPU)
     torch.testing.assert_close(out.flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0]))
 
 
 def test_nan_maps_to_cold() -> None:
     ir = np.array([[np.nan, 10.0], [20.0, 30.0]], np.float32)
-    out = ThermalNormalizer(ThermalConfig(mode="fixed", window=(10.0, 30.0)))(ir, CPU)
+    out = ThermalNormalizer(ThermalConfig(normalization="fixed", window=(10.0, 30.0)))(ir, CPU)
     assert float(out[0, 0, 0, 0]) == 0.0 and torch.isfinite(out).all()
 
 
@@ -57,8 +57,8 @@ def _background_level(normalizer: ThermalNormalizer, frames: list[np.ndarray]) -
 
 def test_temporal_smoothing_bounds_flicker() -> None:
     frames = _sequence()
-    stateless = _background_level(ThermalNormalizer(), frames)
-    smooth = _background_level(ThermalNormalizer(ThermalConfig(ema=0.95)), frames)
+    stateless = _background_level(ThermalNormalizer(ThermalConfig(smoothing=0.0)), frames)
+    smooth = _background_level(ThermalNormalizer(ThermalConfig(smoothing=0.95)), frames)
     jump_stateless = np.abs(np.diff(stateless)).max()
     jump_smooth = np.abs(np.diff(smooth)).max()
     assert jump_stateless > 0.2  # per-frame windows pump when the hot object enters
@@ -68,7 +68,7 @@ def test_temporal_smoothing_bounds_flicker() -> None:
 
 
 def test_reset_forgets_window() -> None:
-    norm = ThermalNormalizer(ThermalConfig(ema=0.9))
+    norm = ThermalNormalizer(ThermalConfig(smoothing=0.9))
     norm(np.full((8, 8), 1000, np.uint16) + np.arange(64, dtype=np.uint16).reshape(8, 8), CPU)
     norm.reset()
     assert norm.window is None
@@ -76,7 +76,7 @@ def test_reset_forgets_window() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(mode="bogus"), dict(low_pct=50, high_pct=40), dict(window=(5.0, 5.0)), dict(ema=1.0)],
+    [dict(normalization="bogus"), dict(low_percentile=50, high_percentile=40), dict(window=(5.0, 5.0)), dict(smoothing=1.0)],
 )
 def test_bad_config(kwargs: dict) -> None:
     with pytest.raises(ConfigError):

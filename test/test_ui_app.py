@@ -76,7 +76,7 @@ def test_folder_pairs_and_size_mismatch(tmp_path: Path) -> None:
     assert any("ms / pair" in c for c in _texts(at.caption))
 
     at.selectbox(key="pair").set_value("small").run()
-    assert any("node rejects such pairs" in e for e in _texts(at.error))  # as the node would
+    assert any("differ and registration.homography is the identity" in e and "refuse such pairs" in e for e in _texts(at.error))  # the node's rule
     at.checkbox(key="node__registration_resize").check().run()
     assert not at.error, _texts(at.error)
     assert any("stretched" in w for w in _texts(at.warning))

@@ -31,10 +31,9 @@ import yaml
 from PIL import Image
 
 from fusion_ros.commands import ui as ui_command
+from fusion_ros.config import build_config, parameter_table
 from fusion_ros.fuser import Fuser
-from fusion_ros.options import build_options
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class
-from fusion_ros.ros.params import config_from_values, parameter_table
+from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.scenes import render_pair
 from fusion_ros.ui import logic
 
@@ -199,13 +198,12 @@ def test_page_fuses_tunes_and_exports_node_parameters(server: str, context: obje
 
     # 4. It round-trips into the node's parameters: its own validation, and the method's options.
     flat = logic.parse_params_yaml(text)
-    node = config_from_values({**{p.name: p.default for p in parameter_table()}, **flat}, check_available=False)
-    options = build_options(get_method_class(node.method).Options, node.options, node.method)
-    assert node.method == DEFAULT_METHOD and options.levels == 4
+    node = build_config({**{p.name: p.default for p in parameter_table()}, **flat, "device": "cpu"}, check_available=False)
+    assert node.method == DEFAULT_METHOD and node.options.levels == 4
 
     # 5. What the page shows is what a Fuser with those settings computes.
     thermal, visible = render_pair(3.0, 256, 320, 0)
-    expected = Fuser(node.method, device="cpu", options=node.options, thermal=node.thermal, homography=node.homography)(thermal, visible)
+    expected = Fuser.from_config(node)(thermal, visible)
     assert np.array_equal(second, expected)
 
     # 6. The other way: importing a parameters file sets the widgets, and the page fuses with it.
@@ -222,9 +220,9 @@ def test_page_fuses_tunes_and_exports_node_parameters(server: str, context: obje
     assert thumb.input_value() == "7"
     assert page.locator(".st-key-node__thermal_invert input[type='checkbox']").is_checked()
     imported = _image(page, _wait_for_image(page, DEFAULT_METHOD))
-    node = config_from_values({**{p.name: p.default for p in parameter_table()}, **logic.parse_params_yaml(edited.read_text())})
-    expected = Fuser(node.method, device="cpu", options=node.options, thermal=node.thermal)(thermal, visible)
-    assert node.options["levels"] == 7 and node.thermal.invert
+    node = build_config({**{p.name: p.default for p in parameter_table()}, **logic.parse_params_yaml(edited.read_text()), "device": "cpu"})
+    expected = Fuser.from_config(node)(thermal, visible)
+    assert node.options.levels == 7 and node.thermal.invert
     assert np.array_equal(imported, expected)
 
     if os.environ.get("FUSION_ROS_UPDATE_SCREENSHOT") == "1":

@@ -24,7 +24,7 @@ from fusion_ros.fuser import Fuser
 from fusion_ros.methods.base import option
 from fusion_ros.options import build_options, field_default, options_as_dict
 from fusion_ros.registry import get_method_class, list_methods, method_names
-from fusion_ros.ros.params import config_from_values, parameter_table, render_yaml
+from fusion_ros.config import build_config, parameter_table, render_yaml
 from fusion_ros.scenes import render_pair
 from fusion_ros.thermal import ThermalConfig
 from fusion_ros.ui import logic
@@ -126,7 +126,7 @@ def test_input_widgets_come_from_the_node_parameter_table() -> None:
 
 def test_thermal_widgets_default_to_the_node_thermal_config() -> None:
     values = {s.name: s.to_option(s.default) for s in logic.input_widgets() if s.name.startswith("thermal.")}
-    expected = config_from_values(_node_values(), check_available=False).thermal
+    expected = build_config(_node_values(), check_available=False).thermal
     assert logic.thermal_config(values) == expected
     assert logic.thermal_config({}) == expected
 
@@ -134,9 +134,9 @@ def test_thermal_widgets_default_to_the_node_thermal_config() -> None:
 def test_thermal_config_from_widget_values() -> None:
     changes = {"thermal.normalization": "fixed", "thermal.invert": True, "thermal.smoothing": 0.5}
     cfg = logic.thermal_config({**changes, "thermal.window": "28000, 31000"})
-    node = config_from_values(_node_values(**changes, **{"thermal.window": [28000, 31000]}), check_available=False)
+    node = build_config(_node_values(**changes, **{"thermal.window": [28000, 31000]}), check_available=False)
     assert cfg == node.thermal
-    assert cfg.mode == "fixed" and cfg.window == (28000.0, 31000.0) and cfg.invert and cfg.ema == 0.5
+    assert cfg.normalization == "fixed" and cfg.window == (28000.0, 31000.0) and cfg.invert and cfg.smoothing == 0.5
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_export_is_a_ros_parameters_file_for_the_node() -> None:
     # ROS types parameters by their YAML form: a double must be written as one.
     assert isinstance(section["pyramid"]["saliency"], float) and "saliency: 2.0" in text
     assert section["thermal"]["normalization"] == "fixed" and section["thermal"]["window"] == [1.0, 2.0]
-    assert section["thermal"]["smoothing"] == thermal.ema
+    assert section["thermal"]["smoothing"] == thermal.smoothing
     assert section["registration"] == {"homography": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], "resize": False}
     assert text.startswith("#")
     # every name written is one the node declares, with the node's type
@@ -201,11 +201,11 @@ def test_export_round_trips_into_the_node_parameters(method: str) -> None:
     flat = logic.parse_params_yaml(logic.export_yaml(params))
     assert flat == params
     # the node's own validation reads the same settings back
-    node = config_from_values(_node_values(**flat), check_available=False)
-    assert node.method == method and node.thermal == thermal and node.homography == homography and node.resize
+    node = build_config(_node_values(**flat), check_available=False)
+    assert node.method == method and node.thermal == thermal and node.registration.homography == homography and node.registration.resize
     settings = logic.settings_from_parameters(flat)
     assert settings.method == method and settings.thermal == thermal and settings.homography == homography and settings.resize
-    assert settings.options[method] == build_options(get_method_class(method).Options, node.options, method)
+    assert settings.options[method] == node.options
     assert settings.options["pyramid"].levels == 4
     if method != "pyramid":
         assert settings.options[method] == build_options(get_method_class(method).Options, {}, method)
@@ -222,7 +222,7 @@ def test_parse_accepts_the_forms_rcl_accepts() -> None:
 
 def test_the_node_default_parameters_file_imports() -> None:
     settings = logic.settings_from_parameters(logic.parse_params_yaml(render_yaml()))
-    assert settings.thermal == config_from_values(_node_values(), check_available=False).thermal
+    assert settings.thermal == build_config(_node_values(), check_available=False).thermal
     assert settings.homography is None and settings.resize is False
 
 
@@ -275,7 +275,7 @@ def test_widget_state_shows_imported_settings() -> None:
     specs = {s.key: s for s in (*logic.option_widgets("pyramid"), *logic.input_widgets())}
     assert set(state) - {logic.HOMOGRAPHY_KEY} <= set(specs)
     thermal = logic.thermal_config({specs[k].name: specs[k].to_option(v) for k, v in state.items() if k.startswith("node__thermal")})
-    assert thermal.window == (27000.0, 31000.0) and thermal.mode == "fixed"
+    assert thermal.window == (27000.0, 31000.0) and thermal.normalization == "fixed"
 
 
 # ------------------------------------------------------------------------------- inputs, keys, display
@@ -344,20 +344,20 @@ def test_zoom_crop() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cost", "h", "w", "seconds"),
-    [
-        ("~3 ms / 640x512 pair on 2 CPU cores", 512, 640, 0.003),
-        ("~3 ms / 640x512 pair on 2 CPU cores", 1024, 1280, 0.012),
-        ("<1 ms / 640x512 pair on 2 CPU cores", 256, 320, 0.00025),
-        ("~40 s / 640×512 pair, 2 cores", 512, 640, 40.0),
-        ("about 2 min / 512x512 pair", 512, 512, 120.0),
-        ("", 512, 640, None),
-        ("fast", 512, 640, None),
-    ],
+    ("per_pair", "h", "w", "seconds"),
+    [(0.003, 512, 640, 0.003), (0.003, 1024, 1280, 0.012), (15.4, 256, 320, 3.85), (None, 512, 640, None)],
 )
-def test_expected_seconds(cost: str, h: int, w: int, seconds: float | None) -> None:
-    got = logic.expected_seconds(cost, h, w)
+def test_expected_seconds_scales_the_640x512_figure_by_pixels(per_pair: float | None, h: int, w: int, seconds: float | None) -> None:
+    got = logic.expected_seconds(per_pair, h, w)
     assert got == (None if seconds is None else pytest.approx(seconds))
+
+
+def test_every_method_has_a_measured_cost_the_page_can_use() -> None:
+    infos = logic.method_infos()
+    assert set(infos) == set(method_names())
+    for name, info in infos.items():
+        assert info.seconds_per_pair is not None and info.seconds_per_pair > 0, name
+        assert logic.expected_seconds(info.seconds_per_pair, 512, 640) == pytest.approx(info.seconds_per_pair)
 
 
 def test_timed_fuse_repeats_fast_calls_and_not_slow_ones() -> None:
@@ -389,7 +389,7 @@ def test_key_metrics(pair: tuple[np.ndarray, np.ndarray]) -> None:
 def test_page_fusion_equals_the_fuser(pair: tuple[np.ndarray, np.ndarray]) -> None:
     """What the page shows is what the node's Fuser computes with the exported settings."""
     thermal, visible = pair
-    cfg = ThermalConfig(mode="percentile", low_pct=5.0, high_pct=95.0)
+    cfg = ThermalConfig(normalization="percentile", low_percentile=5.0, high_percentile=95.0)
     ir, ir_image = logic.prepare_thermal(thermal, cfg, None, visible.shape[:2])
     jobs = FusionJobs()
     try:

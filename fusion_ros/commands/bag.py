@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, STORAGES, process_bag
-from fusion_ros.commands.fuse import add_fuser_arguments, fuser_settings
-from fusion_ros.registry import get_method_class
+from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, STORAGES
+from fusion_ros.bag_fusion import process_bag
+from fusion_ros.commands.fuse import add_fuser_arguments, config_from_args
 
 NAME = "bag"
 HELP = "fuse every synchronized thermal/RGB pair of a rosbag2 (sqlite3 or MCAP) into a new bag"
@@ -28,19 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-size", type=int, default=100, help="synchronizer queue per input (default 100)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs fused per model call (default 8)")
     add_fuser_arguments(parser)
-    parser.add_argument("--thermal-smoothing", type=float, default=0.9,
-                        help="weight of the previous thermal window (0: per frame; default 0.9, as the node)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    get_method_class(args.method)  # an unknown name fails before the bag is read
+    config = config_from_args(args)  # validated before the bag is read
     start = time.perf_counter()
     stats = process_bag(
         args.input,
         args.output,
-        args.method,
-        fuser_kwargs=fuser_settings(args, thermal_smoothing=args.thermal_smoothing),
+        config,
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         fused_topic=args.fused_topic,
@@ -61,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for err in stats.errors:
         print(f"warning: skipped {err}", file=sys.stderr)
-    if stats.bad_messages > len(stats.errors):
-        print(f"warning: {stats.bad_messages} undecodable messages skipped in all", file=sys.stderr)
+    if stats.bad_messages + stats.bad_pairs > len(stats.errors):
+        print(f"warning: {stats.bad_messages} undecodable messages and {stats.bad_pairs} refused pairs skipped in all",
+              file=sys.stderr)
     return 0

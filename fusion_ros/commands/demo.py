@@ -130,7 +130,8 @@ def _run_node(
     import rclpy
 
     from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, cdr_header
-    from fusion_ros.ros.playback import BagPlayer, TopicRecorder, ros_env, spinning, start_node_process, stop_process
+    from fusion_ros.ros.player import BagPlayer, TopicRecorder, spinning
+    from fusion_ros.ros.processes import ros_env, start_node_process, stop_process
 
     domain = args.domain_id if args.domain_id is not None else 10 + os.getpid() % 90
     env = ros_env(domain)
@@ -323,7 +324,7 @@ def _contact_sheet(scene_bag: Path, fused: list[Any], expected: list[tuple[int, 
     from PIL import Image, ImageDraw, ImageFont
 
     from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, cdr_header, deserialize, read_messages
-    from fusion_ros.ros.convert import thermal_from_msg, visible_from_msg
+    from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
 
     partner = {rgb: th for th, rgb in expected}
     first: dict[int, Any] = {}

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from fusion_ros.config import FusionConfig, build_config
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import Fuser
 from fusion_ros.imageio import read_thermal, read_visible, write_image
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class
+from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.thermal import ThermalConfig
 
 NAME = "fuse"
@@ -31,31 +32,42 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 def add_fuser_arguments(parser: argparse.ArgumentParser) -> None:
-    """The Fuser's settings, the same in every command that builds one (``fuse``, ``bag``)."""
+    """The Fuser's settings, the same in every command that builds one (``fuse``, ``bag``); each flag
+    is a node parameter (:func:`~fusion_ros.config.parameter_table`), read by :func:`config_from_args`."""
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
     parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option (repeatable)")
     parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
+    parser.add_argument("--thermal-smoothing", type=float,
+                        help="weight of the previous frame's thermal window (0: every frame on its own; default "
+                        f"{ThermalConfig().smoothing}, as the node; no effect on a single pair)")
     parser.add_argument("--homography", nargs=9, type=float, metavar="H", help="thermal→visible homography, 9 numbers row-major")
+    parser.add_argument("--resize", action="store_true",
+                        help="with no homography, stretch a thermal image of another size over the visible one "
+                        "(co-aligned cameras with the same field of view; otherwise such a pair is refused)")
 
 
-def fuser_settings(args: argparse.Namespace, *, thermal_smoothing: float = 0.0) -> dict[str, Any]:
-    """``Fuser`` keyword arguments from :func:`add_fuser_arguments`' options; ``thermal_smoothing`` is
-    the EMA weight of the percentile window (unused with a fixed ``--thermal-window``)."""
-    if args.thermal_window:
-        thermal = ThermalConfig(mode="fixed", window=tuple(args.thermal_window))
-    else:
-        thermal = ThermalConfig(ema=thermal_smoothing)
-    return {
+def config_from_args(args: argparse.Namespace, **extra: Any) -> FusionConfig:
+    """The validated config of :func:`add_fuser_arguments`' flags (plus ``extra`` parameter values),
+    through the node's own :func:`~fusion_ros.config.build_config`."""
+    values: dict[str, Any] = {
+        "method": args.method,
         "device": args.device,
         "precision": args.precision,
-        "weights_dir": args.weights_dir,
-        "options": parse_options(args.opt),
-        "thermal": thermal,
-        "homography": args.homography,
+        "weights_dir": str(args.weights_dir or ""),
+        **{f"{args.method}.{k}": v for k, v in parse_options(args.opt).items()},
+        "registration.resize": args.resize,
     }
+    if args.thermal_window:
+        values["thermal.normalization"] = "fixed"
+        values["thermal.window"] = list(args.thermal_window)
+    if args.thermal_smoothing is not None:
+        values["thermal.smoothing"] = args.thermal_smoothing
+    if args.homography:
+        values["registration.homography"] = list(args.homography)
+    return build_config({**values, **extra})
 
 
 @contextlib.contextmanager
@@ -95,13 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    get_method_class(args.method)  # an unknown name fails before any file is read
-    settings = fuser_settings(args)
-    if args.weights is not None:
-        settings["options"]["weights"] = str(args.weights)
+    # validated before any file is read
+    config = config_from_args(args, **({f"{args.method}.weights": str(args.weights)} if args.weights is not None else {}))
     ir = read_thermal(args.ir)
     vis = read_visible(args.vis)
-    fuser = Fuser(args.method, **settings)
+    fuser = Fuser.from_config(config)
     start = time.perf_counter()
     with step_progress(fuser.method, f"{args.method} steps"):
         fused = fuser(ir, vis)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from fusion_ros.ros.playback import BagPlayer
+    from fusion_ros.ros.player import BagPlayer
 
     if args.rate <= 0:
         raise ConfigError(f"--rate must be > 0, got {args.rate}")

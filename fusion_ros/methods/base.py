@@ -65,6 +65,9 @@ class FusionMethod(abc.ABC):
     weights_key: ClassVar[str | None] = None
     #: Expected cost, shown in the methods table (e.g. "~3 ms / 640x512 pair on 2 CPU cores").
     cost: ClassVar[str] = ""
+    #: Measured seconds per 640x512 pair on 2 CPU cores (fp32; docs/RESULTS.md), for the page's time
+    #: estimate; ``None`` where it was not measured.
+    seconds_per_pair: ClassVar[float | None] = None
 
     def __init__(
         self,

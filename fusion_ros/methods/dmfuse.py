@@ -949,6 +949,7 @@ class DMFuse(FusionMethod):
     color_space = "luma"
     weights_key = "dmfuse"
     cost = "~15 s, 1.7 GB peak / 640x512 pair on 2 CPU cores (6 U-Net passes + head); GPU advised"
+    seconds_per_pair = 15.4
 
     #: Files inside the weights folder (as in ``weights/manifest.toml``).
     HEAD_FILE = "dmfuse/model.model"

@@ -918,6 +918,7 @@ class FusionINV(FusionMethod):
     color_space = "rgb"
     weights_key = "fusioninv"
     cost = "SD v1.5, 100 steps: 180 UNet passes (450 images)/pair; ~1.2 h/pair at 672x528 on 2 CPU cores: use a GPU"
+    seconds_per_pair = 4194.0  # estimated at its 672x528 working size, which a 640x512 pair is resized to
 
     #: Optional ``progress(done, total)`` called after every diffusion step of :meth:`fuse` (the CLI's
     #: progress bar); it may raise to abort a frame.

@@ -1,6 +1,7 @@
-"""The ROS 2 layer of fusion_ros: ``fusion_node`` and the tools that talk DDS.
+"""The ROS 2 layer of fusion_ros: ``fusion_node`` and the tools that talk DDS — the rclpy boundary.
 
-Modules here may import rclpy, except :mod:`fusion_ros.ros.convert` (image payloads ↔ numpy),
-:mod:`fusion_ros.ros.worker` and :mod:`fusion_ros.ros.params`, which are plain Python so the bag
-tools and the tests use them without ROS. The fusion core (:mod:`fusion_ros`) never imports this package.
+Everything that needs no rclpy lives in the core (:mod:`fusion_ros`): the parameter table and the
+validated configuration (:mod:`fusion_ros.config`), image message payloads ↔ numpy
+(:mod:`fusion_ros.image_msgs`), bag files (:mod:`fusion_ros.bag`). The core never imports this
+package (``test/test_boundary.py`` imports every core module with rclpy made unimportable).
 """

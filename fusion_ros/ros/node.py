@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -31,23 +31,21 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from fusion_ros.device import DTYPES
+from fusion_ros.config import FusionConfig, build_config, parameter_table
+from fusion_ros.device import precision_name
 from fusion_ros.errors import FusionError, InputError
 from fusion_ros.fuser import Fuser
-from fusion_ros.registration import Registration
+from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.runtime import trim_heap
-from fusion_ros.ros.convert import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
-from fusion_ros.ros.playback import qos_profile
-from fusion_ros.ros.params import FuserConfig, ParamSpec, config_from_values, parameter_table
+from fusion_ros.ros.params import descriptor
+from fusion_ros.ros.qos import qos_profile
 from fusion_ros.ros.worker import FusionWorker
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
-from fusion_ros.thermal import ThermalNormalizer
 
 __all__ = ["FusionNode", "Job", "main"]
 
-_DTYPE_NAMES = {str(dtype): name for name, dtype in DTYPES.items()}
 #: A frame this many times larger than the running size makes the worker give freed heap back to the OS.
 _TRIM_FACTOR = 4.0
 
@@ -64,29 +62,6 @@ class Job:
     paired_at: float  # time.monotonic() when the pair completed
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(
-        name=spec.name,
-        type=Parameter.Type.from_parameter_value(spec.default).value,
-        description=spec.description,
-        additional_constraints=spec.constraint_text,
-        read_only=spec.read_only,
-        dynamic_typing=spec.numbers,
-    )
-    if spec.range is not None:
-        if isinstance(spec.default, bool):
-            pass
-        elif isinstance(spec.default, int):
-            desc.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-        elif isinstance(spec.default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
-    return desc
-
-
-def _precision_name(dtype: Any) -> str:
-    return _DTYPE_NAMES.get(str(dtype), str(dtype))
-
-
 class FusionNode(Node):
     """The fusion node. ``kwargs`` go to :class:`rclpy.node.Node` (``context``, ``parameter_overrides``, …)."""
 
@@ -94,7 +69,7 @@ class FusionNode(Node):
         super().__init__(node_name, **kwargs)
         self._specs = {spec.name: spec for spec in parameter_table()}
         for spec in self._specs.values():
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = self._values()
         if str(values["device"]).startswith("cuda") and not torch.cuda.is_available():
             self.get_logger().warning(f"CUDA not available, running on CPU (device {values['device']!r} requested; "
@@ -115,11 +90,11 @@ class FusionNode(Node):
         fuser, config, startup_error = self._build_first(values)
         self._target = config  # what the parameters ask for (being loaded, or running)
         self._running = config  # what the model in use was built from
-        self._resize = config.resize
+        self._validated: FusionConfig | None = None  # built by the on-set callback, applied by the post-set one
         self._state = MethodState(config.method, "error" if startup_error else "ready", str(fuser.device),
-                                  _precision_name(fuser.dtype), error=startup_error)
+                                  precision_name(fuser.dtype), error=startup_error)
         self._camera_info: CameraInfo | None = None
-        self._swap_results: deque[tuple[FuserConfig, str, str, BaseException | None]] = deque()
+        self._swap_results: deque[tuple[FusionConfig, str, str, BaseException | None]] = deque()
         self._swap_gc = self.create_guard_condition(self._finish_swaps)
         self.worker: FusionWorker[Fuser, Job] = FusionWorker(
             fuser,
@@ -164,7 +139,7 @@ class FusionNode(Node):
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in self._specs}
 
-    def _build_first(self, values: dict[str, Any]) -> tuple[Fuser, FuserConfig, str]:
+    def _build_first(self, values: dict[str, Any]) -> tuple[Fuser, FusionConfig, str]:
         """Build the configured method; if it cannot run, the default method (same settings,
         then all defaults), and report why. Raises only if even the defaults fail."""
         defaults = {name: spec.default for name, spec in self._specs.items()}
@@ -173,8 +148,8 @@ class FusionNode(Node):
         first_error: Exception | None = None
         for attempt in attempts:
             try:
-                config = config_from_values(attempt)
-                fuser = Fuser(config.method, **config.fuser_kwargs())
+                config = build_config(attempt)
+                fuser = Fuser.from_config(config)
             except Exception as err:  # noqa: BLE001 - any failure of the configured method falls back
                 first_error = first_error or err
                 continue
@@ -189,17 +164,24 @@ class FusionNode(Node):
         raise first_error
 
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validation only (no side effects; a later callback may still reject): returns at once."""
+        """Validation only, nothing applied (a later callback may still reject): returns at once.
+
+        The config is built here once — method class resolved, options typed, availability checked
+        only when the model changes — and kept for :meth:`_apply_parameters`, which applies this same
+        object.
+        """
         values = self._values()
-        values.update({p.name: p.value for p in params})
+        values.update({p.name: p.value for p in params if p.name in self._specs})  # not rclpy's own (use_sim_time)
+        self._validated = None
         try:
-            config = config_from_values(values, check_available=False)
+            config = build_config(values, check_available=False)
             if config.build_key != self._target.build_key:
-                config_from_values(values, check_available=True)
+                config.check_available()
         except FusionError as err:
             return SetParametersResult(successful=False, reason=str(err))
         except Exception as err:  # noqa: BLE001 - never let a bad value crash the parameter service
             return SetParametersResult(successful=False, reason=f"{type(err).__name__}: {err}")
+        self._validated = config
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
@@ -213,33 +195,26 @@ class FusionNode(Node):
         if "sync.jump_back" in names:
             self.sync.jump_back_s = values["sync.jump_back"]
         self._max_pixels = values["input.max_pixels"]
-        config = config_from_values(values, check_available=False)
-        self._resize = config.resize
+        config, self._validated = self._validated, None
+        assert config is not None, "post-set callback without a validated config"
         previous, self._target = self._target, config
         if config.build_key != previous.build_key:
             self._state = replace(self._state, loading=config.method)
             self.get_logger().info(f"loading {config.method!r} on {config.device} in the background "
                                    f"({previous.method!r} fuses meanwhile; a newer request replaces this one)")
-            self.worker.request_swap(lambda: Fuser(config.method, **config.fuser_kwargs()), config)
-        elif (config.thermal, config.homography) != (previous.thermal, previous.homography):
+            self.worker.request_swap(lambda: Fuser.from_config(config), config)
+        elif (config.thermal, config.registration) != (previous.thermal, previous.registration):
             self._reconfigure_running(config)
 
-    def _reconfigure_running(self, config: FuserConfig) -> None:
+    def _reconfigure_running(self, config: FusionConfig) -> None:
         """Apply thermal/registration settings to the model in use, between two frames."""
+        self.worker.call(lambda fuser: fuser.reconfigure(config.thermal, config.registration))
+        self._running = replace(self._running, thermal=config.thermal, registration=config.registration)
 
-        def apply(fuser: Fuser) -> None:
-            if fuser.thermal.config != config.thermal:
-                fuser.thermal = ThermalNormalizer(config.thermal)
-            if fuser.registration.homography != config.homography:
-                fuser.registration = Registration(config.homography)
-
-        self.worker.call(apply)
-        self._running = replace(self._running, thermal=config.thermal, homography=config.homography, resize=config.resize)
-
-    def _on_swap(self, config: FuserConfig, fuser: Fuser | None, err: BaseException | None) -> None:
+    def _on_swap(self, config: FusionConfig, fuser: Fuser | None, err: BaseException | None) -> None:
         """Worker/loader thread: queue the outcome for the executor thread (parameters are not thread-safe)."""
         device = str(fuser.device) if fuser is not None else ""
-        precision = _precision_name(fuser.dtype) if fuser is not None else ""
+        precision = precision_name(fuser.dtype) if fuser is not None else ""
         self._swap_results.append((config, device, precision, err))
         self._swap_gc.trigger()
 
@@ -251,7 +226,7 @@ class FusionNode(Node):
                 self._running = config
                 self._state = MethodState(config.method, "ready", device, precision, loading=self._target.method if newer else "")
                 self.get_logger().info(f"switched to {config.method!r} on {device} {precision}")
-                if (self._target.thermal, self._target.homography) != (config.thermal, config.homography):
+                if (self._target.thermal, self._target.registration) != (config.thermal, config.registration):
                     self._reconfigure_running(self._target)
                 continue
             running = self._running
@@ -260,11 +235,9 @@ class FusionNode(Node):
             if newer:
                 continue  # the parameters already ask for something else, which is loading
             self._state = replace(self._state, loading="")
-            self._target = replace(self._target, method=running.method, device=running.device, precision=running.precision,
-                                   weights_dir=running.weights_dir, options=running.options)
-            revert = {"method": running.method, "device": running.device, "precision": running.precision,
-                      "weights_dir": running.weights_dir}
-            revert.update({f"{running.method}.{k}": list(v) if isinstance(v, tuple) else v for k, v in running.options.items()})
+            self._target = replace(running, thermal=self._target.thermal, registration=self._target.registration)
+            model = ("method", "device", "precision", "weights_dir")
+            revert = {k: v for k, v in running.parameters().items() if k in model or k.startswith(f"{running.method}.")}
             self.set_parameters([Parameter(k, value=v) for k, v in revert.items()])
 
     # -- inputs --------------------------------------------------------------------------------
@@ -346,12 +319,6 @@ class FusionNode(Node):
                 self._bad_input("rgb", err)
                 self._trim_pending = True
                 return
-        thermal_hw = job.thermal.shape[:2]
-        if thermal_hw != visible.rgb.shape[:2] and fuser.registration.homography is None and not self._resize:
-            raise InputError(
-                f"thermal {thermal_hw[1]}x{thermal_hw[0]} and rgb {visible.width}x{visible.height} differ and "
-                "registration.homography is the identity (set it, or registration.resize for co-aligned cameras)"
-            )
         start = time.perf_counter()
         fused = fuser(job.thermal, visible.rgb)
         ms = (time.perf_counter() - start) * 1e3

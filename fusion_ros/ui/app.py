@@ -29,7 +29,7 @@ import torch
 from fusion_ros.errors import ConfigError, FusionError
 from fusion_ros.imageio import read_thermal, read_visible
 from fusion_ros.options import build_options
-from fusion_ros.registration import Registration
+from fusion_ros.config import RegistrationConfig
 from fusion_ros.registry import DEFAULT_METHOD, MethodInfo, get_method_class
 from fusion_ros.scenes import render_pair
 from fusion_ros.thermal import ThermalConfig
@@ -296,7 +296,7 @@ def main() -> None:
         resize = bool(input_values.pop("registration.resize"))
         thermal_cfg = logic.thermal_config(input_values)
         # The node's rule: the identity and all zeros mean "same pixel grid", a singular matrix is refused.
-        homography = Registration(logic.parse_homography(homography_text or "")).homography
+        homography = RegistrationConfig(logic.parse_homography(homography_text or "")).homography
     except ConfigError as err:
         st.error(str(err))
         st.stop()
@@ -315,20 +315,13 @@ def main() -> None:
     except FusionError as err:
         st.error(str(err))
         st.stop()
-    if homography is None and thermal.shape[:2] != size:
-        message = (
-            f"thermal {thermal.shape[1]}x{thermal.shape[0]} and RGB {size[1]}x{size[0]} differ and the homography is the identity"
-        )
-        if not resize:
-            st.error(
-                f"{message}: the node rejects such pairs. Set a homography, or tick 'resize' to stretch the thermal "
-                "image over the RGB frame."
-            )
-            st.stop()
-        st.warning(
-            f"{message}: the thermal image is stretched over the RGB frame (resize), right only for cameras with the "
-            "same field of view"
-        )
+    # The node's rule (RegistrationConfig): a size mismatch needs a homography or resize.
+    mismatch = RegistrationConfig(homography, resize).mismatch(thermal.shape[:2], size)
+    if mismatch:
+        st.error(f"{mismatch}: the node, the CLI and bag fusion refuse such pairs. Tick 'resize' to stretch the thermal image over the RGB frame.")
+        st.stop()
+    if resize and homography is None and thermal.shape[:2] != size:
+        st.warning("the thermal image is stretched over the RGB frame (resize), right only for cameras with the same field of view")
     st.caption(f"input: {label} — thermal {thermal.shape[1]}x{thermal.shape[0]} {thermal.dtype}, RGB {visible.shape[1]}x{visible.shape[0]}")
 
     columns = st.columns(2 + len(methods))
@@ -375,7 +368,7 @@ def main() -> None:
             show(method)
         else:
             last = timings.get(method)
-            expected = last / 1000.0 if last else logic.expected_seconds(infos[method].cost, *size)
+            expected = last / 1000.0 if last else logic.expected_seconds(infos[method].seconds_per_pair, *size)
             pending[method] = (key, future, slots[method].empty(), expected)
     _wait(jobs, pending, show)
     results = {m: results[m] for m in futures if m in results}  # page order, not finishing order

@@ -4,9 +4,8 @@ parameter export/import, cache keys, input pairs, zoom crops, timing and metrics
 Everything the page shows or exports goes through these functions, so the unit tests cover the
 page's behaviour and the browser test only has to check the wiring. The node reads the same
 ``Options`` dataclasses (``<method>.<option>`` parameters), and the thermal/registration widgets
-and the export are checked against the node's own parameter table and validation
-(:mod:`fusion_ros.ros.params`, which imports no rclpy), so a YAML exported here is a valid
-``--params-file`` for ``fusion_node``.
+and the export are checked against the node's own parameter table and builder
+(:mod:`fusion_ros.config`), so a YAML exported here is a valid ``--params-file`` for ``fusion_node``.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ import numpy as np
 import torch
 import yaml
 
+from fusion_ros.config import FusionConfig, build_config, parameter_table
 from fusion_ros.errors import ConfigError, InputError
-from fusion_ros.options import build_options, coerce, field_default, options_as_dict
+from fusion_ros.options import build_options, field_default, options_as_dict
 from fusion_ros.registration import Registration
 from fusion_ros.registry import MethodInfo, get_method_class, list_methods, method_names
 from fusion_ros.thermal import ThermalConfig, ThermalNormalizer
@@ -184,17 +184,10 @@ def option_widgets(method: str, options_cls: type | None = None) -> list[WidgetS
     return specs
 
 
-# The node's parameters (other than method options) that change the fused image, with the
-# ThermalConfig field each one sets. Their defaults, help, ranges and choices come from the node's
-# own parameter table (fusion_ros.ros.params), so the page and the node cannot drift apart.
-_THERMAL_PARAMS = {
-    "thermal.normalization": "mode",
-    "thermal.low_percentile": "low_pct",
-    "thermal.high_percentile": "high_pct",
-    "thermal.window": "window",
-    "thermal.smoothing": "ema",
-    "thermal.invert": "invert",
-}
+# The node's parameters (other than method options) that change the fused image: thermal.<field>
+# for each ThermalConfig field. Their defaults, help, ranges and choices come from the node's own
+# parameter table (fusion_ros.config), so the page and the node cannot drift apart.
+_THERMAL_PARAMS = tuple(f"thermal.{f.name}" for f in dataclasses.fields(ThermalConfig))
 _HOMOGRAPHY = "registration.homography"
 _RESIZE = "registration.resize"
 #: Node parameters with a widget on the page besides the method options (the homography has a text box).
@@ -205,8 +198,6 @@ _PLACE_PARAMS = ("device", "precision", "weights_dir")
 
 @functools.lru_cache(maxsize=1)
 def _node_table() -> dict[str, Any]:
-    from fusion_ros.ros.params import parameter_table
-
     return {spec.name: spec for spec in parameter_table()}
 
 
@@ -226,27 +217,13 @@ def input_widgets() -> list[WidgetSpec]:
     return specs
 
 
-def _check_param(name: str, value: Any) -> Any:
-    """``value`` coerced to the type of the node parameter ``name`` and checked against its
-    choices and range, as the node's parameter descriptors do."""
-    spec = _node_table()[name]
-    value = coerce(value, spec.default, name)
-    if spec.choices and value not in spec.choices:
-        raise ConfigError(f"parameter {name}: {value!r} is not one of {', '.join(spec.choices)}")
-    if spec.range and not spec.range[0] <= value <= spec.range[1]:
-        raise ConfigError(f"parameter {name}: {value} is outside [{spec.range[0]}, {spec.range[1]}]")
-    return value
-
-
-def node_config(params: Mapping[str, Any]) -> Any:
-    """``params`` over the node's defaults, validated by the node's own ``config_from_values``.
+def node_config(params: Mapping[str, Any]) -> FusionConfig:
+    """``params`` over the node's defaults, validated by the node's own :func:`~fusion_ros.config.build_config`.
 
     Unknown parameter names raise :class:`ConfigError` (the node would ignore them silently, which
     hides typos). ``device``/``precision``/``weights_dir`` are the page's, not the file's: a file
-    written for a robot with a GPU must still open on a laptop. Returns the node's ``FuserConfig``.
+    written for a robot with a GPU must still open on a laptop.
     """
-    from fusion_ros.ros.params import config_from_values
-
     table = _node_table()
     unknown = sorted(set(params) - set(table))
     if unknown:
@@ -257,14 +234,15 @@ def node_config(params: Mapping[str, Any]) -> Any:
         if name in _PLACE_PARAMS:
             continue
         # the method name and its options are checked by the registry and the method's Options
-        values[name] = value if name == "method" or name.split(".", 1)[0] in methods else _check_param(name, value)
-    return config_from_values(values, check_available=False)
+        values[name] = value if name == "method" or name.split(".", 1)[0] in methods else table[name].check(value)
+    return build_config(values, check_available=False)
 
 
 def thermal_config(values: Mapping[str, Any]) -> ThermalConfig:
     """The :class:`ThermalConfig` the node builds from ``thermal.*`` values (full parameter names;
     missing ones keep the node's defaults). Widget text such as ``"0, 65535"`` is accepted."""
-    params = {name: _check_param(name, v) for name, v in values.items() if name in _THERMAL_PARAMS}
+    table = _node_table()
+    params = {name: table[name].check(v) for name, v in values.items() if name in _THERMAL_PARAMS}
     unknown = sorted(set(values) - set(params))
     if unknown:
         raise ConfigError(f"not a thermal parameter: {', '.join(unknown)}")
@@ -340,8 +318,8 @@ def node_parameters(
         opts = build_options(get_method_class(name).Options, options.get(name, {}), name)
         for key, value in options_as_dict(opts).items():
             params[f"{name}.{key}"] = _ros_value(value)
-    for param, field in _THERMAL_PARAMS.items():
-        params[param] = _ros_value(getattr(thermal, field))
+    for param in _THERMAL_PARAMS:
+        params[param] = _ros_value(getattr(thermal, param.split(".", 1)[1]))
     params[_HOMOGRAPHY] = _ros_value(homography if homography is not None else node_defaults()[_HOMOGRAPHY])
     params[_RESIZE] = bool(resize)
     settings_from_parameters(params)
@@ -422,7 +400,7 @@ def settings_from_parameters(params: Mapping[str, Any]) -> Settings:
         if sep and prefix in methods:
             raw.setdefault(prefix, {})[rest] = value
     options = {m: build_options(get_method_class(m).Options, values, m) for m, values in raw.items()}
-    return Settings(config.method, options, config.thermal, config.homography, bool(config.resize))
+    return Settings(config.method, options, config.thermal, config.registration.homography, config.registration.resize)
 
 
 def widget_state(settings: Settings) -> dict[str, Any]:
@@ -433,7 +411,7 @@ def widget_state(settings: Settings) -> dict[str, Any]:
         for spec in option_widgets(method):
             state[spec.key] = spec.to_widget(values[spec.name])
     for spec in input_widgets():
-        value = settings.resize if spec.name == _RESIZE else getattr(settings.thermal, _THERMAL_PARAMS[spec.name])
+        value = settings.resize if spec.name == _RESIZE else getattr(settings.thermal, spec.name.split(".", 1)[1])
         state[spec.key] = spec.to_widget(value)
     state[HOMOGRAPHY_KEY] = format_numbers(settings.homography or (), " ")
     return state
@@ -534,18 +512,16 @@ def timed_fuse(fuse: Callable[[], T], budget_s: float = 1.0, max_runs: int = 5) 
             return out, statistics.median(times), len(times)
 
 
-_COST = re.compile(r"([\d.]+)\s*(ms|s|min)\b[^\d]*?(\d+)\s*[x×]\s*(\d+)", re.IGNORECASE)
+#: Pixels of the pair size the methods' ``seconds_per_pair`` were measured at (640x512).
+_COST_PIXELS = 640 * 512
 
 
-def expected_seconds(cost: str, height: int, width: int) -> float | None:
-    """Seconds a method's ``cost`` line (``"~3 ms / 640x512 pair …"``) predicts for an H×W pair,
-    scaled by pixel count; None when the line has no such figure (the page then shows elapsed time)."""
-    m = _COST.search(cost or "")
-    if not m:
+def expected_seconds(seconds_per_pair: float | None, height: int, width: int) -> float | None:
+    """Seconds a method's measured ``seconds_per_pair`` (640x512, 2 CPU cores) predicts for an H×W pair,
+    scaled by pixel count; None when it was not measured (the page then shows elapsed time)."""
+    if seconds_per_pair is None:
         return None
-    value = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "min": 60.0}[m.group(2).lower()]
-    ref_pixels = int(m.group(3)) * int(m.group(4))
-    return value * (height * width) / ref_pixels if ref_pixels else None
+    return seconds_per_pair * (height * width) / _COST_PIXELS
 
 
 def zoom_crop(image: np.ndarray, center_x: float, center_y: float, zoom: int) -> np.ndarray:

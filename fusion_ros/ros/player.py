@@ -3,50 +3,28 @@
 ``ros2 bag`` is not installable from PyPI, so ``fusion-ros replay`` and ``fusion-ros demo`` play
 bags with :class:`BagPlayer` (the recorded CDR bytes published as they are, at their recorded
 pace, like ``ros2 bag play``) and record the node's output with :class:`TopicRecorder` (raw
-subscriptions, nothing deserialized in the callback). The helpers at the end start ``fusion_node``
-as a separate process with an isolated ROS environment, which is how the demo and the tests put
-the node behind real inter-process DDS transport.
+subscriptions, nothing deserialized in the callback). Starting the node as a separate process is
+:mod:`fusion_ros.ros.processes`.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from fusion_ros.bag import BagMessage, bag_topics, read_messages
 from fusion_ros.errors import ConfigError, FusionError
+from fusion_ros.ros.qos import qos_profile
 
-__all__ = [
-    "FASTDDS_PROFILE_NAME",
-    "BagPlayer",
-    "PlayStats",
-    "RecordedMessage",
-    "TopicRecorder",
-    "find_fastdds_profile",
-    "qos_profile",
-    "message_class",
-    "ros_env",
-    "spinning",
-    "start_node_process",
-    "stop_process",
-]
-
-#: The shipped Fast DDS profile: shared-memory transport with a segment large enough for 16-bit
-#: thermal and full-HD RGB frames (the default one silently drops a 640x512 mono16 image).
-FASTDDS_PROFILE_NAME = "fastdds_shm.xml"
+__all__ = ["BagPlayer", "PlayStats", "RecordedMessage", "TopicRecorder", "message_class", "spinning"]
 
 
 def message_class(msgtype: str) -> type:
@@ -56,18 +34,8 @@ def message_class(msgtype: str) -> type:
         raise ConfigError(f"not a message type name: {msgtype!r} (expected pkg/msg/Name)")
     try:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        raise FusionError(f"message type {msgtype} is not installed (pip install ros-{pkg.replace('_', '-')})") from None
-
-
-def qos_profile(reliable: bool, depth: int) -> QoSProfile:
-    """Keep-last, volatile QoS, reliable or best-effort: what the node, player and recorder use."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    except (ImportError, AttributeError) as err:
+        raise FusionError(f"message type {msgtype} is not installed (pip install ros-{pkg.replace('_', '-')})") from err
 
 
 @dataclass
@@ -254,92 +222,3 @@ def spinning(node: Node) -> Iterator[Any]:
     finally:
         executor.shutdown(timeout_sec=2.0)
         thread.join(timeout=5.0)
-
-
-# --------------------------------------------------------------------------------------------
-# The node as a separate process, in an isolated ROS environment.
-# --------------------------------------------------------------------------------------------
-
-
-def find_fastdds_profile() -> Path:
-    """The shipped ``config/fastdds_shm.xml``: in the source tree beside the package, or installed
-    under ``share/fusion_ros/config`` (pip prefix or an ament/colcon install)."""
-    import fusion_ros
-
-    candidates = [Path(fusion_ros.__file__).resolve().parents[1] / "config" / FASTDDS_PROFILE_NAME]
-    candidates.append(Path(sys.prefix) / "share" / "fusion_ros" / "config" / FASTDDS_PROFILE_NAME)
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "fusion_ros" / "config" / FASTDDS_PROFILE_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FusionError(f"Fast DDS profile {FASTDDS_PROFILE_NAME} not found (looked in {', '.join(str(p.parent) for p in candidates)})")
-
-
-def ros_env(domain_id: int, profile: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An environment for ROS processes that only talk to each other on this host.
-
-    Fast DDS with the shared-memory profile, ``ROS_DOMAIN_ID`` = ``domain_id``, discovery limited
-    to localhost. The Python path is extended so a child runs this same ``fusion_ros``.
-    """
-    import fusion_ros
-
-    if not 0 <= domain_id <= 101:
-        raise ConfigError(f"ROS_DOMAIN_ID must be in 0..101, got {domain_id}")
-    env = dict(os.environ if base is None else base)
-    env["ROS_DOMAIN_ID"] = str(domain_id)
-    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated since Jazzy; it would conflict with the range
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile if profile is not None else find_fastdds_profile())
-    env["RCUTILS_COLORIZED_OUTPUT"] = "0"
-    pkg_root = str(Path(fusion_ros.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([pkg_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
-    return env
-
-
-def start_node_process(
-    params: Mapping[str, Any],
-    env: Mapping[str, str],
-    log: IO[bytes] | int | None = subprocess.DEVNULL,
-    remaps: Mapping[str, str] | None = None,
-    node_name: str = "fusion_node",
-) -> subprocess.Popen[bytes]:
-    """Start ``fusion_node`` (``python -m fusion_ros.ros.node``) with ``-p name:=value`` parameters.
-
-    The child gets its own process group so :func:`stop_process` can end it and anything it starts.
-    """
-    cmd = [sys.executable, "-m", "fusion_ros.ros.node", "--ros-args", "-r", f"__node:={node_name}"]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={_param_literal(value)}"]
-    for src, dst in (remaps or {}).items():
-        cmd += ["-r", f"{src}:={dst}"]
-    return subprocess.Popen(cmd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _param_literal(value: Any) -> str:
-    """A value as ``--ros-args -p`` parses it (YAML): bools lower-case, lists in brackets."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_param_literal(v) for v in value) + "]"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
-    """SIGINT (a clean rclpy shutdown), then SIGTERM, then SIGKILL to the process group; returns the exit code."""
-    for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait(timeout=5.0)
