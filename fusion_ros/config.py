@@ -60,7 +60,8 @@ class RegistrationConfig:
 
     Attributes:
         homography: 9 row-major numbers mapping thermal pixel (x, y, 1) to RGB pixel; ``None``
-            (also what the identity and all zeros become) means "the same pixel grid".
+            (also what the identity becomes) means "the same pixel grid"; all zeros, NaN/inf or a
+            singular matrix are refused.
         resize: with no homography, accept thermal and RGB frames of different sizes and stretch
             the thermal frame over the RGB one — only right for co-boresighted cameras with the
             same field of view. Without it such a pair is refused (:meth:`check`), in the node,
@@ -72,7 +73,7 @@ class RegistrationConfig:
 
     def __post_init__(self) -> None:
         if self.homography is not None:
-            # Registration owns the homography rules (9 numbers, not singular; identity = none).
+            # Registration owns the homography rules (9 finite numbers, not all zero, not singular; identity = none).
             object.__setattr__(self, "homography", Registration(self.homography).homography)
 
     def mismatch(self, thermal_hw: Sequence[int], visible_hw: Sequence[int]) -> str | None:
