@@ -382,7 +382,8 @@ class FusionNode(Node):
 
     def _diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
         level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued(), limits=self._limits)
-        values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size))]
+        values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size)),
+                   ("held: far stamps awaiting the next messages", str(self.sync.held()))]
         return level, message, values
 
     def destroy_node(self) -> None:
