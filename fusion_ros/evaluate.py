@@ -13,6 +13,12 @@ Outputs in the report folder:
 - ``summary.md`` / ``summary.csv``: mean ± std per method, best value per column in bold;
 - ``plots/<metric>.png``: a box plot per metric across methods;
 - ``contact_sheet.png``: ir | vi | each method for a few pairs.
+
+With detectors (:class:`~fusion_ros.detection.study.DetectionConfig`) and ``labels/`` beside
+``ir/`` and ``vi/``, every detector also runs on the RGB frame, the CLAHE-enhanced RGB frame, the
+thermal frame and each method's fused frame — the same fused array the metrics score — and
+``detection.md`` / ``detection.csv`` / ``plots/pr_*.png`` are added
+(:mod:`fusion_ros.detection.report`). ``metrics=()`` skips the fusion metrics.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fusion_ros.detection.study import DetectionConfig, DetectionStudy
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.imageio import read_image, read_thermal
 from fusion_ros.metrics import HIGHER_IS_BETTER, METRICS, SourcePair, get_convention
@@ -84,6 +91,7 @@ class EvaluationConfig:
         limit: evaluate only the first ``limit`` pairs (0 = all).
         contact_pairs: how many pairs go on the contact sheet.
         save_fused: also write every fused image to ``<out>/fused/<method>/``.
+        detection: detectors to run on every source (needs ``data/labels``); None: none.
     """
 
     data: Path
@@ -97,6 +105,7 @@ class EvaluationConfig:
     limit: int = 0
     contact_pairs: int = 3
     save_fused: bool = False
+    detection: DetectionConfig | None = None
 
 
 @dataclass
@@ -111,6 +120,8 @@ class EvaluationResult:
     #: [(pair name, ir, vi, {label: fused})] for the contact sheet.
     sheet: list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]
     missing: dict[str, list[str]]
+    #: detections of every detector on every source, when detectors were given
+    detection: DetectionStudy | None = None
 
     def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
         """{label: {metric: (mean, std, n)}}, NaN-free values only (population std)."""
@@ -214,14 +225,17 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
     if bad:
         raise ConfigError(f"unknown metric(s) {', '.join(bad)}; valid metrics: {', '.join(METRICS)}")
     labels = list(config.methods) + [f.label for f in config.fused]
-    if not labels:
+    if not labels and config.detection is None:
         raise ConfigError("nothing to evaluate: give --methods and/or --fused-dir")
+    if not config.metrics and config.detection is None:
+        raise ConfigError("nothing to score: give metrics and/or detectors")
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ConfigError(f"method label(s) used twice: {', '.join(dupes)} (name fused folders with LABEL=DIR)")
     pairs = find_pairs(config.data)
     if config.limit > 0:
         pairs = pairs[: config.limit]
+    study = DetectionStudy.open(config.detection, config.data, labels) if config.detection else None
 
     # The pairs are unrelated images, not a stream: every thermal frame on its own window (smoothing 0).
     fusers = {
@@ -239,12 +253,15 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
     bar = tqdm(total=len(pairs) * len(labels), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
         for i, pair in enumerate(pairs):
+            if study is not None and not config.metrics and study.skip_unlabelled(pair.name):
+                bar.update(len(labels))  # detection only: nothing to fuse this pair for
+                continue
             ir = load_source(pair.ir, thermal=True)
             vi = load_source(pair.vi, thermal=False)
             if ir.shape[:2] != vi.shape[:2]:
                 sizes = f"infrared is {ir.shape[1]}x{ir.shape[0]}, visible {vi.shape[1]}x{vi.shape[0]}"
                 raise InputError(f"pair {pair.name}: {sizes}")
-            scorer = SourcePair(ir, vi, config.preset)
+            scorer = SourcePair(ir, vi, config.preset) if config.metrics else None
             fused_here: dict[str, np.ndarray] = {}
             for label in labels:
                 bar.set_postfix_str(f"{pair.name} {label}", refresh=False)
@@ -268,16 +285,18 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
                     fused = read_image(path)
                     if fused.dtype != np.uint8:
                         raise InputError(f"{path} is {fused.dtype}; fused images must be 8-bit")
-                scores = scorer.score(fused, config.metrics)
+                scores = scorer.score(fused, config.metrics) if scorer is not None else {}
                 rows.append({"image": pair.name, "method": label, **scores, "fuse_ms": ms})
-                if i in sheet_idx:
-                    fused_here[label] = fused
+                fused_here[label] = fused
                 bar.update()
+            if study is not None:
+                bar.set_postfix_str(f"{pair.name} detectors", refresh=False)
+                study.add_pair(pair.name, vi, ir, fused_here)
             if i in sheet_idx:
                 sheet.append((pair.name, ir, vi, fused_here))
     finally:
         bar.close()
-    return EvaluationResult(config, labels, rows, fuse_ms, sheet, missing)
+    return EvaluationResult(config, labels, rows, fuse_ms, sheet, missing, study)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,15 +327,17 @@ def _best(summary: Mapping[str, Mapping[str, tuple[float, float, int]]], metric:
 def _markdown(result: EvaluationResult, command: str | None) -> str:
     cfg = result.config
     summary = result.summary()
-    n_pairs = len({r["image"] for r in result.rows})
+    n_pairs = len({r["image"] for r in result.rows}) or (len(result.detection.images) if result.detection else 0)
     lines = [
-        f"# Fusion quality: {Path(cfg.data).name}",
+        f"# {'Fusion quality' if cfg.metrics else 'Detection'}: {Path(cfg.data).name}",
         "",
         f"- data: `{cfg.data}` ({n_pairs} pairs)",
-        f"- metric preset: `{cfg.preset}` (see `fusion_ros/metrics.py`)",
-        "- cells: mean ± std over images; **bold** = best in the column "
-        "(↑ higher is better, ↓ lower is better)",
     ]
+    if cfg.metrics:
+        lines += [
+            f"- metric preset: `{cfg.preset}` (see `fusion_ros/metrics.py`)",
+            "- cells: mean ± std over images; **bold** = best in the column (↑ higher is better, ↓ lower is better)",
+        ]
     if command:
         lines.append(f"- command: `{command}`")
     for label, names in result.missing.items():
@@ -324,6 +345,8 @@ def _markdown(result: EvaluationResult, command: str | None) -> str:
             shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
             lines.append(f"- `{label}`: no fused image for {len(names)} pair(s): {shown}")
     lines.append("")
+    if not cfg.metrics or not result.labels:
+        return "\n".join(lines)
     arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in cfg.metrics}
     header = ["method", *(f"{m} {arrows[m]}" for m in cfg.metrics)]
     has_ms = any(result.fuse_ms.values())
@@ -414,19 +437,29 @@ def _contact_sheet(result: EvaluationResult, out: Path) -> None:
 
 
 def write_report(result: EvaluationResult, out: Path, command: str | None = None) -> dict[str, Path]:
-    """Write the CSVs, the Markdown summary, the plots and the contact sheet into ``out``."""
+    """Write the CSVs, the Markdown summary, the plots and the contact sheet into ``out``.
+
+    With detectors, the detection section is also appended to ``summary.md``.
+    """
+    from fusion_ros.detection.report import write_detection_report
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_csvs(result, out)
-    (out / "summary.md").write_text(_markdown(result, command))
-    _plots(result, out)
-    _contact_sheet(result, out)
+    text = _markdown(result, command)
     paths = {
         "per_image": out / "per_image.csv",
         "summary_csv": out / "summary.csv",
         "summary_md": out / "summary.md",
         "plots": out / "plots",
     }
+    if result.detection is not None:
+        detection_text, detection_paths = write_detection_report(result.detection, out)
+        text = f"{text}\n{detection_text}"
+        paths.update(detection_paths)
+    (out / "summary.md").write_text(text)
+    _plots(result, out)
+    _contact_sheet(result, out)
     if result.sheet:
         paths["contact_sheet"] = out / "contact_sheet.png"
     return paths

@@ -92,7 +92,7 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``fusion-ros ui``'s streamlit command on a free port; yields the page URL."""
     port = _free_port()
-    args = argparse.Namespace(port=port, address="127.0.0.1", data=None, weights_dir=None)
+    args = argparse.Namespace(port=port, address="127.0.0.1", data=None, weights_dir=None, detector=None)
     log_path = tmp_path_factory.mktemp("ui") / "streamlit.log"
     env = {**ui_command.streamlit_env(), "HOME": str(log_path.parent)}  # no ~/.streamlit of the user's
     with open(log_path, "wb") as log:

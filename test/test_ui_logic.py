@@ -515,7 +515,7 @@ def test_jobs_keep_one_model_per_method() -> None:
 
 
 def test_ui_command_line() -> None:
-    args = argparse.Namespace(port=8600, address="127.0.0.1", data=Path("pairs"), weights_dir=None)
+    args = argparse.Namespace(port=8600, address="127.0.0.1", data=Path("pairs"), weights_dir=None, detector=None)
     cmd = ui_command.streamlit_command(args)
     app = Path(cmd[cmd.index("run") + 1])
     assert app.name == "app.py" and app.is_file()

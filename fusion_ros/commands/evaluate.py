@@ -1,5 +1,7 @@
 """``fusion-ros evaluate``: fuse a dataset folder with several methods and rank them by the
-standard fusion metrics (CSV per image, Markdown summary, a plot per metric, a contact sheet)."""
+standard fusion metrics (CSV per image, Markdown summary, a plot per metric, a contact sheet) and,
+with ``--detector``, by what unchanged detectors find on each fused frame against RGB, enhanced
+RGB and thermal alone (AP tables with paired bootstrap intervals, PR curves)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from fusion_ros.commands import parse_size
+from fusion_ros.detection.adapters import FORMATS
+from fusion_ros.detection.study import DetectionConfig
 from fusion_ros.errors import ConfigError
 from fusion_ros.evaluate import DEFAULT_METRICS, EvaluationConfig, evaluate, parse_fused_dirs, write_report
 from fusion_ros.metrics import METRICS, PRESETS
 from fusion_ros.registry import DEFAULT_METHOD, get_method_class
 
 NAME = "evaluate"
-HELP = "score fusion methods on a folder of ir/ + vi/ pairs: metrics table, plots, contact sheet"
+HELP = "score fusion methods on a folder of ir/ + vi/ pairs: metrics table, plots, contact sheet, detector AP"
 
 
 def _split(text: str) -> list[str]:
@@ -31,6 +36,12 @@ def _method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
             raise ConfigError(f"--opt expects METHOD.NAME=VALUE, got {pair!r}")
         out.setdefault(method.strip(), {})[name.strip()] = value.strip()
     return out
+
+
+def _metrics(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_METRICS
+    return () if text.strip().lower() == "none" else tuple(_split(text))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +67,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
         help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)}; also available: "
-        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)})",
+        f"{','.join(m for m in METRICS if m not in DEFAULT_METRICS)}; 'none' for detection only)",
     )
+    det = parser.add_argument_group("detection (needs DIR/labels: PASCAL VOC .xml or YOLO .txt per pair)")
+    det.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="MODEL.onnx",
+        help="run this ONNX detector on RGB, CLAHE-enhanced RGB, thermal and each fused frame (repeatable)",
+    )
+    det.add_argument(
+        "--detector-format",
+        default="auto",
+        choices=FORMATS,
+        help="detector output layout (default: detected from the model's outputs)",
+    )
+    det.add_argument(
+        "--detector-size",
+        metavar="WxH",
+        help="network input size for models whose input size is free (default: the model's own, else 640x640)",
+    )
+    det.add_argument(
+        "--classes",
+        help="the detector's class names in id order (default: COCO's 80), or label mappings onto COCO classes: "
+        "YOLO ids '0=person,1=car' and/or VOC names 'pedestrian=person'",
+    )
+    det.add_argument("--score-threshold", type=float, default=0.3, help="score where recall/precision are read (default 0.3)")
+    det.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    det.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>)")
     parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
@@ -77,18 +116,36 @@ def run(args: argparse.Namespace) -> int:
     stray = sorted(set(options) - set(methods))
     if stray:
         raise ConfigError(f"--opt names method(s) not in --methods: {', '.join(stray)}")
+    detection = None
+    if args.detector:
+        try:
+            size = parse_size(args.detector_size, 32, 4096) if args.detector_size else None
+        except ValueError as err:
+            raise ConfigError(f"--detector-size: {err}") from None
+        detection = DetectionConfig(
+            detectors=tuple(args.detector),
+            format=args.detector_format,
+            classes=args.classes,
+            input_size=(size[1], size[0]) if size else None,
+            score_threshold=args.score_threshold,
+            rounds=max(args.bootstrap, 1),
+            seed=args.seed,
+        )
+    elif args.classes or args.detector_size:
+        raise ConfigError("--classes and --detector-size need --detector")
     config = EvaluationConfig(
         data=args.data,
         methods=tuple(methods),
         fused=tuple(fused),
         preset=args.preset,
-        metrics=tuple(_split(args.metrics)) if args.metrics else DEFAULT_METRICS,
+        metrics=_metrics(args.metrics),
         device=args.device,
         options=options,
         weights_dir=args.weights_dir,
         limit=max(args.limit, 0),
         contact_pairs=max(args.contact_pairs, 0),
         save_fused=args.save_fused,
+        detection=detection,
     )
     out = args.out or Path("evaluation") / Path(args.data).resolve().name
     result = evaluate(config, progress=not args.quiet, out_dir=out)

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="localhost port (default 8501)")
     parser.add_argument("--data", type=Path, help="folder with ir/ and vi/ image pairs of the same names")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--detector", type=Path, help="ONNX detector: its boxes are drawn on the RGB and fused frames")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default localhost only)")
 
 
@@ -39,6 +40,8 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--data", str(args.data.expanduser().resolve())]
     if args.weights_dir is not None:
         cmd += ["--weights-dir", str(args.weights_dir.expanduser().resolve())]
+    if args.detector is not None:
+        cmd += ["--detector", str(args.detector.expanduser().resolve())]
     return cmd
 
 
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise DependencyError("streamlit is not installed: pip install streamlit==1.67.0 (see requirements.txt)")
     if args.data is not None and not args.data.is_dir():
         raise InputError(f"--data {args.data} is not a folder")
+    if args.detector is not None and not args.detector.is_file():
+        raise InputError(f"--detector {args.detector} is not a file")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1-65535, got {args.port}")
     print(f"fusion-ros ui: http://{args.address}:{args.port} (Ctrl+C to stop)", file=sys.stderr, flush=True)

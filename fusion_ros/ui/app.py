@@ -1,6 +1,9 @@
 """The comparison page: thermal | RGB | fused side by side for several methods, with each method's
 options as widgets, per-pair timings, the key metrics, a zoom view, and an export of the settings
-as the node's parameters file.
+as the node's parameters file. Given a detector (``fusion-ros ui --detector MODEL.onnx``, a path
+in the sidebar, or an uploaded file), a "Detector" section draws its boxes on the RGB frame and
+on each fused frame with the counts per class — the question the page answers is whether the
+detector finds more on the fused frame (the node itself never runs a detector).
 
 Run it with ``fusion-ros ui`` (or ``streamlit run fusion_ros/ui/app.py -- --data DIR``). Streamlit
 reruns this script on every widget change; fusion runs in :class:`~fusion_ros.ui.jobs.FusionJobs`
@@ -26,6 +29,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from fusion_ros.detection import Detections, Detector, load_detector
+from fusion_ros.detection.draw import class_counts, counts_text, draw_detections
 from fusion_ros.errors import ConfigError, FusionError
 from fusion_ros.imageio import read_thermal, read_visible
 from fusion_ros.options import build_options
@@ -47,6 +52,7 @@ def _app_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fusion-ros ui")
     parser.add_argument("--data", type=Path, help="folder with ir/ and vi/ image pairs")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files")
+    parser.add_argument("--detector", type=Path, help="ONNX detector whose boxes are drawn on RGB and fused frames")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
 
@@ -85,6 +91,58 @@ def _prepared(
         # a size mismatch is shown on the page (with what the node would do), not in the server log
         warnings.simplefilter("ignore", UserWarning)
         return logic.prepare_thermal(_thermal, _config, _homography, size)
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading the detector…")
+def _detector(path: str, _mtime: float) -> Detector:
+    return load_detector(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading the detector…")
+def _uploaded_detector(name: str, data: bytes) -> Detector:
+    # onnxruntime opens files; the temporary copy lives as long as the server process caches it.
+    folder = Path(tempfile.mkdtemp(prefix="fusion_ros_detector_"))
+    path = folder / Path(name).name
+    path.write_bytes(data)
+    return load_detector(path)
+
+
+@st.cache_data(max_entries=64)
+def _detect(_detector_obj: Detector, detector_key: str, image_key: str, _image: np.ndarray) -> Detections:
+    return _detector_obj.detect(_image)
+
+
+def _detector_input(args: argparse.Namespace) -> tuple[Detector | None, float]:
+    """The sidebar's detector section: the loaded detector (or None) and the score threshold."""
+    path = st.text_input(
+        "detector file (ONNX)", value=str(args.detector or ""), key="detector_path",
+        help="YOLOX, NanoDet, Ultralytics YOLOv5/v8/v11 or boxes/scores/classes exports; empty = no detector",
+    )  # fmt: skip
+    upload = st.file_uploader("or upload a detector (.onnx)", type=["onnx"], key="detector_upload")
+    threshold = st.slider("score threshold", 0.05, 0.95, 0.3, 0.05, key="detector_threshold", bind="query-params")
+    try:
+        if upload is not None:
+            return _uploaded_detector(upload.name, upload.getvalue()), threshold
+        if path:
+            p = Path(path).expanduser()
+            return _detector(str(p), p.stat().st_mtime if p.is_file() else 0.0), threshold
+    except FusionError as err:
+        st.error(f"detector: {err}")
+    return None, threshold
+
+
+def _detection_section(detector: Detector, threshold: float, visible: np.ndarray, results: dict[str, FusionResult]) -> None:
+    st.subheader("Detector")
+    images = [("RGB", visible)] + [(m, r.fused) for m, r in results.items()]
+    counts = {}
+    for col, (name, image) in zip(st.columns(len(images)), images):
+        found = _detect(detector, str(detector.path), logic.array_digest(image), image)
+        counts[name] = class_counts(found, threshold)
+        col.image(draw_detections(image, found, threshold), caption=f"{name}: {counts_text(counts[name])}", output_format="PNG", width="stretch")
+    with st.container(key="detection_counts"):
+        rows = [{"image": name, **c} for name, c in counts.items()]
+        st.dataframe(pd.DataFrame(rows).fillna(0), hide_index=True, width="stretch")
+    st.caption(f"{detector.describe()}; boxes and counts at score ≥ {threshold:g}")
 
 
 def _widget(spec: logic.WidgetSpec) -> Any:
@@ -248,6 +306,8 @@ def main() -> None:
         st.header("Input")
         pair = _input_pair(args)
         options_box = st.container()
+        st.header("Detector")
+        detector, threshold = _detector_input(args)
         st.header("Thermal and registration")
         input_values = {spec.name: _widget(spec) for spec in logic.input_widgets()}
         homography_text = st.text_input(
@@ -348,7 +408,7 @@ def main() -> None:
     st.session_state["_submitted"] = [k for k, _ in futures.values()]
 
     # The sections below the images exist before the wait, so exporting never waits for a slow method.
-    metrics_box, zoom_box = st.container(), st.container()
+    detection_box, metrics_box, zoom_box = st.container(), st.container(), st.container()
     with st.container():
         _export_section(methods, infos, options, option_errors, thermal_cfg, homography, resize)
 
@@ -373,6 +433,9 @@ def main() -> None:
     _wait(jobs, pending, show)
     results = {m: results[m] for m in futures if m in results}  # page order, not finishing order
 
+    if detector is not None:
+        with detection_box:
+            _detection_section(detector, threshold, visible, results)
     with metrics_box:
         _metrics_section(results)
     with zoom_box:
