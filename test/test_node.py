@@ -887,7 +887,7 @@ def double_sigint_runs(gaps_ms: tuple[int, ...], runs: int, domain: int, cwd: Pa
     """Start fusion_node (pyramid), wait until it has fused frames, send SIGINT twice ``gap`` ms
     apart; returns (gap, run, exit code, stderr tail) of every run."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"))
+               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"), PYTHONFAULTHANDLER="1")
     camera = _CameraPair(domain, "/shutdown")
     results = []
     try:
@@ -902,10 +902,14 @@ def double_sigint_runs(gaps_ms: tuple[int, ...], runs: int, domain: int, cwd: Pa
                     time.sleep(gap / 1000)
                     node.send_signal(signal.SIGINT)
                     out, _ = node.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    node.kill()
-                    out, _ = node.communicate()
-                results.append((gap, run, node.returncode if fusing else -999, out[-1500:]))
+                except subprocess.TimeoutExpired:  # hung: SIGABRT makes faulthandler print every thread's stack
+                    node.send_signal(signal.SIGABRT)
+                    try:
+                        out, _ = node.communicate(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        node.kill()
+                        out, _ = node.communicate()
+                results.append((gap, run, node.returncode if fusing else -999, out[-6000:]))
     finally:
         camera.close()
     return results
@@ -917,7 +921,8 @@ def test_double_sigint_while_fusing_exits_cleanly(tmp_path):
     ("terminate called without an active exception") and no publish into a dead context.
     FUSION_ROS_SIGINT_RUNS=20 runs the issue's full 20 x 4 (minutes)."""
     runs = int(os.environ.get("FUSION_ROS_SIGINT_RUNS", "2"))
-    results = double_sigint_runs((0, 10, 20, 50), runs, DOMAIN + 1, tmp_path)
+    gaps = tuple(int(g) for g in os.environ.get("FUSION_ROS_SIGINT_GAPS_MS", "0,10,20,50").split(","))
+    results = double_sigint_runs(gaps, runs, DOMAIN + 1, tmp_path)
     bad = [(gap, run, rc, out) for gap, run, rc, out in results
            if rc != 0 or "terminate called" in out or "context is invalid" in out or "Traceback" in out]
     assert not bad, bad[:3]
