@@ -405,6 +405,7 @@ def main(args: list[str] | None = None) -> int:
     killed by ``pthread_exit`` while unwinding C++ frames: ``terminate called without an active
     exception``, SIGABRT. Here later signals are logged and ignored until the worker has stopped.
     """
+    import os
     import signal
     import threading
 
@@ -419,8 +420,9 @@ def main(args: list[str] | None = None) -> int:
     logger = rclpy.logging.get_logger("fusion_node")
 
     def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            logger.warning(f"{signal.Signals(signum).name} again: already stopping (waiting for the frame being fused)")
+        if stop.is_set():  # os.write, not the logger: a handler may run while the main thread is inside it
+            os.write(2, f"[fusion_node] {signal.Signals(signum).name} again: already stopping (waiting for the frame "
+                        "being fused)\n".encode())
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
