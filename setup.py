@@ -22,7 +22,7 @@ setup(
         # pip puts console scripts in bin/; launch_ros.actions.Node looks in lib/<package>/.
         (f"lib/{PACKAGE}", glob("resource/lib/*")),
     ],
-    install_requires=["numpy", "scipy", "pillow", "PyYAML", "tqdm", "safetensors", "torch", "rosbags", "matplotlib"],
+    install_requires=["numpy", "opencv-python-headless", "scipy", "pillow", "PyYAML", "tqdm", "safetensors", "torch", "rosbags", "matplotlib"],
     extras_require={"fusioninv": ["diffusers", "transformers"], "ui": ["streamlit"]},
     zip_safe=True,
     entry_points={

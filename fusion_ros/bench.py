@@ -26,6 +26,7 @@ class BenchResult:
     """Timing of one method at one size; memory in MiB."""
 
     method: str
+    options: str
     width: int
     height: int
     device: str
@@ -72,7 +73,7 @@ def run_one(method: str, width: int, height: int, device: str, repeats: int, opt
         times.append((time.perf_counter() - start) * 1000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BenchResult(
-        method=method, width=width, height=height, device=str(fuser.device),
+        method=method, options=",".join(f"{k}={v}" for k, v in (options or {}).items()), width=width, height=height, device=str(fuser.device),
         malloc="tuned" if tuned else "default", random_weights=random_weights,
         median_ms=float(np.median(times)), p95_ms=float(np.percentile(times, 95)), repeats=repeats,
         peak_rss_mib=peak, peak_over_idle_mib=peak - idle,
@@ -80,14 +81,17 @@ def run_one(method: str, width: int, height: int, device: str, repeats: int, opt
     )
 
 
-def bench_in_subprocess(method: str, width: int, height: int, device: str, repeats: int, malloc: str = "tuned", timeout: float = 3600) -> BenchResult:
+def bench_in_subprocess(
+    method: str, width: int, height: int, device: str, repeats: int, malloc: str = "tuned", timeout: float = 3600,
+    options: dict | None = None,
+) -> BenchResult:
     """:func:`run_one` in a child process (``malloc='default'`` leaves glibc's malloc untouched)."""
     env = dict(os.environ)
     if malloc == "default":
         env["FUSION_ROS_MALLOC"] = "default"
     code = (
         "import json, dataclasses, sys; from fusion_ros.bench import run_one; "
-        f"r = run_one({method!r}, {width}, {height}, {device!r}, {repeats}); "
+        f"r = run_one({method!r}, {width}, {height}, {device!r}, {repeats}, {dict(options or {})!r}); "
         "sys.stdout.write('\\n' + json.dumps(dataclasses.asdict(r)))"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
@@ -99,15 +103,15 @@ def bench_in_subprocess(method: str, width: int, height: int, device: str, repea
 def markdown_table(results: Sequence[BenchResult]) -> str:
     """Results as a Markdown table (one row per method, size and allocator)."""
     lines = [
-        "| method | size | device | malloc | median ms | p95 ms | peak RSS MiB | peak over idle MiB | note |",
-        "|---|---|---|---|---:|---:|---:|---:|---|",
+        "| method | options | size | device | malloc | median ms | p95 ms | peak RSS MiB | peak over idle MiB | note |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---|",
     ]
     for r in results:
         note = "random weights (same compute)" if r.random_weights else ""
         if r.cuda_peak_mib is not None:
             note = f"CUDA peak {r.cuda_peak_mib:.0f} MiB " + note
         lines.append(
-            f"| {r.method} | {r.width}x{r.height} | {r.device} | {r.malloc} | {r.median_ms:.1f} | {r.p95_ms:.1f} "
+            f"| {r.method} | {r.options} | {r.width}x{r.height} | {r.device} | {r.malloc} | {r.median_ms:.1f} | {r.p95_ms:.1f} "
             f"| {r.peak_rss_mib:.0f} | {r.peak_over_idle_mib:.0f} | {note} |"
         )
     return "\n".join(lines)

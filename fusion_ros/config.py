@@ -301,6 +301,19 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("registration.resize", False, "with the identity homography, accept thermal and RGB of different sizes and "
               "stretch thermal over the RGB frame (only right for co-boresighted cameras with the same field of view); "
               "otherwise such pairs are rejected as a size mismatch; live"),
+    # -- automatic registration (fusion_ros.registration.auto, fusion_ros.ros.auto_registration) --
+    ParamSpec("registration.auto", False, "estimate registration.homography in the background from live pairs "
+              "(structure of the scene, no target); switches only to confidently better matrices, by setting "
+              "registration.homography; restart to change", read_only=True),
+    ParamSpec("registration.auto_interval", 10.0, "least seconds between two background estimates; restart to change",
+              range=(1.0, 3600.0), read_only=True),
+    ParamSpec("registration.auto_frames", 5, "pairs (0.5 s apart at least) estimated jointly; restart to change",
+              range=(1, 50), read_only=True),
+    ParamSpec("registration.auto_min_confidence", 0.6, "estimates below this confidence are refused; restart to change",
+              range=(0.0, 1.0), read_only=True),
+    ParamSpec("registration.save_path", "", "if set, each accepted estimate is also written there as a parameters "
+              "file (registration.homography); restart to change", read_only=True),
+    # -- end of automatic registration --------------------------------------------------------
     ParamSpec("rgb.transport", "raw", "RGB input: raw (sensor_msgs/Image on rgb/image_raw) or compressed "
               "(sensor_msgs/CompressedImage on rgb/image_raw/compressed, JPEG/PNG); restart to change",
               choices=("raw", "compressed"), read_only=True),
@@ -311,7 +324,7 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("output.reliability", "reliable", "reliability of fused/image_raw and fused/camera_info (reliable: `ros2 topic "
               "echo` and rosbag record get every frame); restart to change", choices=_RELIABILITY, read_only=True),
     ParamSpec("output.depth", 5, "history depth of the fused publishers; restart to change", range=(1, 100), read_only=True),
-    ParamSpec("torch_threads", 0, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (one per core). "
+    ParamSpec("torch_threads", 1, "CPU threads of the model (torch.set_num_threads); 0: PyTorch's default (one per core). "
               "Where other busy processes share the cores, fewer threads avoid contention; restart to change",
               range=(0, 256), read_only=True),
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: The method the node and CLI use when none is named: weight-free, so it works with no download.
-DEFAULT_METHOD = "pyramid"
+DEFAULT_METHOD = "balanced"
 
 _REGISTRY: dict[str, type] = {}
 _LOADED = False

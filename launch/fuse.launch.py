@@ -72,7 +72,7 @@ def generate_launch_description():
             "method",
             default_value="",
             description="fusion method (fusion-ros methods lists them and whether their weights are present); "
-            "empty: the params file's (pyramid in the shipped one); switch live with: "
+            "empty: the params file's (balanced in the shipped one); switch live with: "
             "ros2 param set /<namespace>/fusion_node method <name>",
         ),
         DeclareLaunchArgument("thermal_topic", default_value="thermal/image_raw",

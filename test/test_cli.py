@@ -27,7 +27,7 @@ def test_fuse_writes_image_like_visible(pair: tuple[Path, Path], tmp_path: Path,
     assert main(["fuse", "--ir", str(pair[0]), "--vis", str(pair[1]), "-o", str(out), "--device", "cpu", "--opt", "levels=3"]) == 0
     fused = read_image(out)
     assert fused.shape == (37, 53, 3) and fused.dtype == np.uint8
-    assert "pyramid on cpu" in capsys.readouterr().out
+    assert "balanced on cpu" in capsys.readouterr().out
 
 
 def test_sixteen_bit_thermal_file_round_trips(tmp_path: Path) -> None:
@@ -39,11 +39,11 @@ def test_sixteen_bit_thermal_file_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--method", "bogus"], "unknown method 'bogus'; valid methods: pyramid"),
+        (["--method", "bogus"], "unknown method 'bogus'; valid methods: balanced"),
         (["--opt", "levels"], "--opt expects NAME=VALUE"),
-        (["--opt", "nope=1"], "unknown option(s) nope for method 'pyramid'; valid: levels"),
-        (["--opt", "levels=99"], "option pyramid.levels: 99 is outside [1, 10]"),
-        (["--opt", "levels=abc"], "option pyramid.levels: 'abc' is not a valid int"),
+        (["--opt", "nope=1"], "unknown option(s) nope for method 'balanced'; valid: levels"),
+        (["--opt", "levels=99"], "option balanced.levels: 99 is outside [1, 10]"),
+        (["--opt", "levels=abc"], "option balanced.levels: 'abc' is not a valid int"),
         (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
         (["--precision", "fp16", "--device", "cpu"], "precision fp16 needs a CUDA device"),
     ],
@@ -75,7 +75,7 @@ def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_methods_table_lists_default_and_availability(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["methods", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("pyramid (default)")
+    assert out.splitlines()[0].startswith("balanced (default)")
     for row in list_methods(tmp_path):
         assert row.name in out
         if row.needs_weights:

@@ -46,10 +46,10 @@ def test_parameters_round_trip(method: str) -> None:
 @pytest.mark.parametrize(
     ("values", "error", "match"),
     [
-        ({"method": "nope"}, UnknownMethodError, "valid methods: pyramid"),
+        ({"method": "nope"}, UnknownMethodError, "valid methods: balanced"),
         ({"thermal.smothing": 0.5}, ConfigError, "unknown parameter.*thermal.smothing"),
-        ({"pyramid.levels": 0}, ConfigError, "pyramid.levels"),
-        ({"pyramid.nope": 1}, ConfigError, "unknown option"),
+        ({"balanced.levels": 0}, ConfigError, "balanced.levels"),
+        ({"balanced.nope": 1}, ConfigError, "unknown option"),
         ({"thermal.window": [1.0]}, ConfigError, "thermal.window needs 2 numbers"),
         ({"thermal.window": [5.0, 5.0]}, ConfigError, "high > low"),
         ({"thermal.smoothing": 1.0}, ConfigError, "smoothing"),

@@ -180,7 +180,7 @@ def test_dmfuse_chunked_attention_equals_full(shape: tuple[int, int, int], max_e
 @pytest.mark.parametrize("shape", [(1, 7, 5), (2, 6, 11), (1, 40, 48)])
 def test_dmfuse_fused_kernel_attention_equals_full(shape: tuple[int, int, int]) -> None:
     """The CPU inference path (PyTorch's fused attention kernel, float32) agrees with the dense one."""
-    assert D._FLASH_CPU is not None  # torch 2.13 has it; otherwise the chunked path would be tested twice
+    assert D.head._FLASH_CPU is not None  # torch 2.13 has it; otherwise the chunked path would be tested twice
     q, k, v = _qkv(*shape, torch.float32)
     with torch.inference_mode():
         got = D.criss_cross_attention(q, k, v)

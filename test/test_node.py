@@ -220,7 +220,7 @@ def test_fused_image_has_the_rgb_header_size_and_encoding(ros, encoding):
     assert out.header.frame_id == "rgb_optical"
     assert (out.encoding, out.width, out.height, out.step, out.is_bigendian) == (encoding, W, H, W * channels, 0)
     assert len(out.data) == W * H * channels
-    want = expected("pyramid", THERMAL16, encoding, make_image(encoding, pixels, stamp))
+    want = expected(registry.DEFAULT_METHOD, THERMAL16, encoding, make_image(encoding, pixels, stamp))
     got = np.frombuffer(out.data, np.uint8)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     if channels == 4:  # alpha copied through
@@ -259,7 +259,7 @@ def test_diagnostics_report_method_rates_and_latency(ros):
     status = ros.diagnostics[-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.name == "fusion_node: fusion"
-    assert values["method"] == "pyramid" and values["device"] == "cpu" and values["precision"] == "fp32"
+    assert values["method"] == ros.node.method_state.method and values["device"] == "cpu" and values["precision"] == "fp32"
     assert int(values["pairs"]) >= 1 and int(values["fused"]) >= 1
     for key in ("latency stamp->publish p50 / p95 (ms)", "inference p50 / p95 (ms)", "dropped no_partner", "dropped superseded",
                 "dropped queue_overflow", "thermal in (Hz)", "fused out (Hz)"):
@@ -307,7 +307,7 @@ def test_compressed_rgb_transport(ros):
             assert wait_until(lambda: len(got) == 1)
             out = got[0]
             assert (out.encoding, out.width, out.height, out.header.frame_id, stamp_of(out)) == ("bgr8", W, H, "rgb_optical", stamp)
-            want = Fuser("pyramid", thermal=ThermalConfig(smoothing=0.9))(THERMAL16, RGB)[..., ::-1]
+            want = Fuser(registry.DEFAULT_METHOD, thermal=ThermalConfig(smoothing=0.9))(THERMAL16, RGB)[..., ::-1]
             assert np.abs(np.frombuffer(out.data, np.uint8).reshape(H, W, 3).astype(int) - want).max() <= 1
         finally:
             for entity in (thermal_pub, rgb_pub):
@@ -394,15 +394,16 @@ class _StreamThread:
 
 
 def test_switch_method_while_streaming(ros):
+    default = registry.DEFAULT_METHOD
     rgb_msg = make_image("rgb8", RGB, 0)
-    pyramid = expected("pyramid", THERMAL8, "rgb8", rgb_msg)
+    before = expected(default, THERMAL8, "rgb8", rgb_msg)
     average = expected("average", THERMAL8, "rgb8", rgb_msg)
-    assert not np.array_equal(pyramid, average)
+    assert not np.array_equal(before, average)
 
     def which(msg: Image) -> str:
         data = np.frombuffer(msg.data, np.uint8).astype(int)
-        if np.abs(data - pyramid).max() <= 1:
-            return "pyramid"
+        if np.abs(data - before).max() <= 1:
+            return default
         if np.abs(data - average).max() <= 1:
             return "average"
         return "other"
@@ -418,15 +419,15 @@ def test_switch_method_while_streaming(ros):
     outputs = [m for _, m in ros.fused[first:]]
     kinds = [which(m) for m in outputs]
     assert "other" not in kinds
-    # pyramid until the swap, average after it: one switch, no mixing back
-    assert kinds == sorted(kinds, key=lambda k: k != "pyramid")
+    # the default until the swap, average after it: one switch, no mixing back
+    assert kinds == sorted(kinds, key=lambda k: k != default)
     # frames kept coming: no gap in the published stamps much longer than a model load
     stamps = sorted(stamp_of(m) for m in outputs)
     assert max(np.diff(stamps)) < 0.5e9
     assert ros.ros2_param_get("method") == "average"
     assert ros.node.method_state.method == "average" and ros.node.method_state.state == "ready"
-    assert ros.ros2_param_set("method", "pyramid").successful
-    assert wait_until(lambda: ros.node.method_state.method == "pyramid")
+    assert ros.ros2_param_set("method", default).successful
+    assert wait_until(lambda: ros.node.method_state.method == default)
 
 
 def test_fifty_back_to_back_switches_while_streaming(ros):
@@ -447,10 +448,11 @@ def test_fifty_back_to_back_switches_while_streaming(ros):
 
 
 def test_unknown_method_is_rejected_with_the_valid_names(ros):
+    before = ros.ros2_param_get("method")
     result = ros.ros2_param_set("method", "bogus")
     assert not result.successful
     assert "unknown method 'bogus'" in result.reason and "pyramid" in result.reason and "average" in result.reason
-    assert ros.ros2_param_get("method") == "pyramid"
+    assert ros.ros2_param_get("method") == before
 
 
 @contextmanager
@@ -483,11 +485,12 @@ def fake_method(name: str, *, missing: str | None = None, fails: bool = False, s
 
 
 def test_unavailable_method_is_rejected_naming_the_missing_file(ros):
+    before = ros.ros2_param_get("method")
     with fake_method("test_unavailable", missing="test_unavailable/model.safetensors"):
         result = ros.ros2_param_set("method", "test_unavailable")
     assert not result.successful
     assert "test_unavailable/model.safetensors" in result.reason
-    assert ros.ros2_param_get("method") == "pyramid"
+    assert ros.ros2_param_get("method") == before
 
 
 def test_real_unavailable_methods_name_their_files(ros, tmp_path):
@@ -541,8 +544,8 @@ def test_a_method_switch_validates_once_and_applies_the_same_config(ros, monkeyp
         assert counts == {"build config": 1, "resolve class": 1, "check availability": 1, "build model": 1}
         config, method = built
         assert ros.node._target is config and ros.node._running is config and method.options is config.options
-        assert ros.ros2_param_set("method", "pyramid").successful
-        assert wait_until(lambda: ros.node.method_state.method == "pyramid" and not ros.node.worker.loading)
+        assert ros.ros2_param_set("method", registry.DEFAULT_METHOD).successful
+        assert wait_until(lambda: ros.node.method_state.method == registry.DEFAULT_METHOD and not ros.node.worker.loading)
 
 
 def test_parameters_rclpy_declares_are_still_settable(ros):
@@ -555,11 +558,12 @@ def test_startup_with_an_unavailable_method_runs_the_default_and_reports_error(c
     with fake_method("test_missing", missing="test_missing/weights.pth"):
         node = FusionNode("fusion_node_startup", context=context, parameter_overrides=[Parameter("method", value="test_missing")])
     try:
-        assert node.get_parameter("method").value == "pyramid"  # the parameter tells what runs
+        default = registry.DEFAULT_METHOD
+        assert node.get_parameter("method").value == default  # the parameter tells what runs
         state = node.method_state
-        assert (state.method, state.state) == ("pyramid", "error")
+        assert (state.method, state.state) == (default, "error")
         level, message, _ = summarize(state, node.stats, node.sync.counts(), node.sync.queued())
-        assert level == ERROR and "test_missing/weights.pth" in message and "running 'pyramid'" in message
+        assert level == ERROR and "test_missing/weights.pth" in message and f"running '{default}'" in message
     finally:
         node.destroy_node()
 
@@ -568,8 +572,8 @@ def test_load_failure_keeps_the_old_method_and_reverts_the_parameter(ros):
     with fake_method("test_broken", fails=True):
         result = ros.ros2_param_set("method", "test_broken")
         assert result.successful  # validation passed; the load fails later, in the background
-        assert wait_until(lambda: not ros.node.worker.loading and ros.ros2_param_get("method") == "pyramid")
-    assert ros.node.method_state.method == "pyramid" and ros.node.method_state.state == "ready"
+        assert wait_until(lambda: not ros.node.worker.loading and ros.ros2_param_get("method") == registry.DEFAULT_METHOD)
+    assert ros.node.method_state.method == registry.DEFAULT_METHOD and ros.node.method_state.state == "ready"
     assert "test_broken" in ros.node.stats.last_error
     stamp = next_stamp()
     ros.publish_pair(stamp, ("mono16", THERMAL16), ("rgb8", RGB))
@@ -717,8 +721,8 @@ def test_overload_keeps_latency_bounded_and_memory_flat(ros):
             burst(n)
             assert wait_until(lambda: not ros.node.worker.busy and ros.node.sync.queued() == {"thermal": 0, "rgb": 0})
             rss.append(_rss_mb())
-        assert ros.ros2_param_set("method", "pyramid").successful
-        assert wait_until(lambda: ros.node.method_state.method == "pyramid")
+        assert ros.ros2_param_set("method", registry.DEFAULT_METHOD).successful
+        assert wait_until(lambda: ros.node.method_state.method == registry.DEFAULT_METHOD)
     index = {stamp: i for i, (_, stamp) in enumerate(published)}
     times = [t for t, _ in published]
     with ros.lock:

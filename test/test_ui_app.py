@@ -38,7 +38,7 @@ def test_default_page_fuses_and_exports() -> None:
     assert any("ms / pair" in c for c in _texts(at.caption))
     export = at.get("code")[0].value
     settings = logic.settings_from_parameters(logic.parse_params_yaml(export))
-    assert settings.method == "pyramid"
+    assert settings.method == "balanced"
 
 
 def test_unavailable_method_says_why_and_is_not_exported(monkeypatch: pytest.MonkeyPatch) -> None:

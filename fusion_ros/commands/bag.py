@@ -10,6 +10,7 @@ from pathlib import Path
 from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, STORAGES
 from fusion_ros.bag_fusion import process_bag
 from fusion_ros.commands.fuse import add_fuser_arguments, config_from_args
+from fusion_ros.temporal import FlickerMeter
 
 NAME = "bag"
 HELP = "fuse every synchronized thermal/RGB pair of a rosbag2 (sqlite3 or MCAP) into a new bag"
@@ -28,11 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-size", type=int, default=100, help="synchronizer queue per input (default 100)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs fused per model call (default 8)")
     add_fuser_arguments(parser)
+    parser.add_argument("--flicker", action="store_true",
+                        help="also report the flicker ratio: mean |F_t - F_t-1| over the larger of the inputs' (fusion_ros.temporal)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validated before the bag is read
+    meter = FlickerMeter() if args.flicker else None
     start = time.perf_counter()
     stats = process_bag(
         args.input,
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        on_fused=None if meter is None else lambda thermal, rgb, fused, _stamp: meter.update(thermal, rgb, fused),
     )
     seconds = time.perf_counter() - start
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats.dropped.items())) or "none"
@@ -56,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.rgb_messages} RGB messages ({stats.pairs} pairs; unpaired messages: {dropped}"
         f"{f'; copied {stats.copied} input messages' if args.copy_inputs else ''}) in {seconds:.1f} s"
     )
+    if meter is not None:
+        print(
+            f"flicker ratio {meter.ratio:.3f}: fused frames change by {meter.fused_change:.2f} grey levels per frame, "
+            f"the inputs by up to {meter.input_change:.2f} ({meter.frames} frames)"
+        )
     for err in stats.errors:
         print(f"warning: skipped {err}", file=sys.stderr)
     if stats.bad_messages + stats.bad_pairs > len(stats.errors):

@@ -38,6 +38,7 @@ from fusion_ros.fuser import Fuser
 from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.runtime import trim_heap
+from fusion_ros.ros.auto_registration import AutoRegistrationHook
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
 from fusion_ros.ros.params import descriptor
 from fusion_ros.ros.qos import qos_profile
@@ -105,6 +106,7 @@ class FusionNode(Node):
             name=node_name,
         )
         del fuser
+        self._auto = AutoRegistrationHook.create(self, values)  # registration.auto: background estimator, else None
 
         in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
         out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
@@ -205,6 +207,8 @@ class FusionNode(Node):
             self.worker.request_swap(lambda: Fuser.from_config(config), config)
         elif (config.thermal, config.registration) != (previous.thermal, previous.registration):
             self._reconfigure_running(config)
+        if self._auto is not None and "registration.homography" in names:
+            self._auto.user_set(config.registration.homography)
 
     def _reconfigure_running(self, config: FusionConfig) -> None:
         """Apply thermal/registration settings to the model in use, between two frames."""
@@ -319,6 +323,8 @@ class FusionNode(Node):
                 self._bad_input("rgb", err)
                 self._trim_pending = True
                 return
+        if self._auto is not None:
+            self._auto.offer(job.thermal, visible.rgb)  # O(1): the estimator has its own thread
         start = time.perf_counter()
         fused = fuser(job.thermal, visible.rgb)
         ms = (time.perf_counter() - start) * 1e3
@@ -384,12 +390,16 @@ class FusionNode(Node):
         level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued(), limits=self._limits)
         values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size)),
                    ("held: far stamps awaiting the next messages", str(self.sync.held()))]
+        if self._auto is not None:
+            values += self._auto.diagnostics()
         return level, message, values
 
     def destroy_node(self) -> None:
         """Stop the worker (after its current frame, however long it takes) and free the model,
         then destroy the node: the worker never publishes through a destroyed node or context."""
         self.worker.stop(timeout=None)
+        if self._auto is not None:
+            self._auto.destroy()
         self._diagnostics.destroy()
         super().destroy_node()
 

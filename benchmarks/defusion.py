@@ -1,6 +1,6 @@
 """DeFusion speed and memory benchmark: this package's network against the authors' class, same inputs.
 
-Run ``python -m fusion_ros.bench_defusion --authors-repo DIR`` where ``DIR`` is a checkout of
+Run ``PYTHONPATH=. python benchmarks/defusion.py --authors-repo DIR`` (from the repository root) where ``DIR`` is a checkout of
 erfect2020/DecompositionForFusion (its ``models/`` package is imported from there at run time; nothing
 of it lives in this repository). Without ``--authors-repo`` only this package's network is timed.
 
@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from fusion_ros.methods.defusion import DeFusionNet, run_pipeline
+from fusion_ros.methods.weight_init import generator_for
 from fusion_ros.runtime import tune_malloc
 
-__all__ = ["load_authors_class", "main"]
+__all__ = ["authors_run", "conv_peak", "load_authors_class", "main"]
 
 
 def load_authors_class(repo: Path) -> type:
@@ -49,7 +50,7 @@ def load_authors_class(repo: Path) -> type:
     return UCTestSharedNetPro
 
 
-def _authors_run(net: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+def authors_run(net: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     """The authors' ``test.py`` loop body for one pair; returns the cropped fused output."""
     p = 16
     a = F.pad(ir, (p, p, p, p), mode="reflect")
@@ -67,8 +68,9 @@ def _pair(h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _build(authors_repo: Path | None) -> tuple[DeFusionNet, DeFusionNet, torch.nn.Module | None]:
     """(ours, ours in channels_last, authors' or None), all with the same seeded random weights."""
-    torch.manual_seed(0)
-    ours = DeFusionNet().eval().set_onednn_fusion(True)
+    ours = DeFusionNet()
+    ours.reset_parameters(generator_for(0))
+    ours.eval().set_onednn_fusion(True)
     nhwc = DeFusionNet().eval().set_onednn_fusion(True)
     nhwc.load_state_dict(ours.state_dict())
     nhwc.to(memory_format=torch.channels_last)
@@ -109,7 +111,7 @@ def _speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             "ours_channels_last": lambda: run_pipeline(nhwc, ir, vis, channels_last=True),
         }
         if theirs is not None:
-            fns["authors"] = lambda: _authors_run(theirs, ir, vis)
+            fns["authors"] = lambda: authors_run(theirs, ir, vis)
         with torch.inference_mode():
             outs = {k: fn() for k, fn in fns.items()}  # also the warm-up of the timing below
             ref = outs["authors"] if theirs is not None else outs["ours_fused_only"]
@@ -125,11 +127,12 @@ def _speed(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _conv_peak(repeats: int) -> dict[str, Any]:
+def conv_peak(repeats: int) -> dict[str, Any]:
     """fp32 throughput of one large, well-shaped convolution (256→256 3x3 on 72x72): a ceiling for
     what any fp32 implementation of this network can reach on the machine."""
-    x = torch.rand(1, 256, 72, 72)
-    w = torch.randn(256, 256, 3, 3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 256, 72, 72, generator=g)
+    w = torch.randn(256, 256, 3, 3, generator=g)
     flop = 2 * 256 * 256 * 9 * 72 * 72
     with torch.inference_mode():
         times = _time_interleaved({"conv": lambda: F.conv2d(x, w, padding=1)}, max(repeats, 10))["conv"][0]
@@ -145,7 +148,7 @@ def _memory_child(args: argparse.Namespace) -> dict[str, Any]:
     with torch.inference_mode():
         for _ in range(args.repeats):
             if args.impl == "authors":
-                _authors_run(theirs, ir, vis)
+                authors_run(theirs, ir, vis)
             elif args.impl == "ours_channels_last":
                 run_pipeline(nhwc, ir, vis, channels_last=True)
             else:
@@ -159,7 +162,7 @@ def _memory(args: argparse.Namespace) -> list[dict[str, Any]]:
     impls = ["ours", "ours_channels_last"] + (["authors"] if args.authors_repo else [])
     for size in args.sizes:
         for impl in impls:
-            cmd = [sys.executable, "-m", "fusion_ros.bench_defusion", "--impl", impl, "--sizes", size,
+            cmd = [sys.executable, __file__, "--impl", impl, "--sizes", size,
                    "--repeats", "2", "--threads", str(args.threads)]
             if args.authors_repo:
                 cmd += ["--authors-repo", str(args.authors_repo)]
@@ -172,7 +175,7 @@ def _memory(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints one JSON object per line."""
-    p = argparse.ArgumentParser(prog="python -m fusion_ros.bench_defusion", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/defusion.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--authors-repo", type=Path, default=None, help="checkout of erfect2020/DecompositionForFusion")
     p.add_argument("--sizes", type=lambda s: s.split(","), default=["256x256", "640x480", "640x512"],
                    help="comma-separated WxH list (default 256x256,640x480,640x512)")
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.malloc_tuning:
         tune_malloc()
     if args.conv_peak:
-        rows = [_conv_peak(args.repeats)]
+        rows = [conv_peak(args.repeats)]
     elif args.impl:
         rows = [_memory_child(args)]
     else:

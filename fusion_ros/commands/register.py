@@ -1,0 +1,134 @@
+"""``fusion-ros register``: estimate the thermal → RGB homography of a rig from scene frames."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, read_messages
+from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.imageio import read_image, write_image
+from fusion_ros.registration import EstimatorConfig, Registration, RegistrationResult, estimate_homography
+from fusion_ros.registration.params_file import write_params_yaml
+
+NAME = "register"
+HELP = "estimate the thermal→RGB homography from frame pairs (two images, a folder with ir/ and vi/, or a rosbag2)"
+
+_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="THERMAL RGB (two images), or a folder with ir/ and vi/ images of matching names, "
+                             "or a rosbag2 folder (with metadata.yaml)")
+    parser.add_argument("--frames", type=int, default=10, help="pairs used jointly, spread over the input (default 10)")
+    parser.add_argument("--thermal-topic", default=DEFAULT_THERMAL_TOPIC, help=f"bag thermal topic (default {DEFAULT_THERMAL_TOPIC})")
+    parser.add_argument("--rgb-topic", default=DEFAULT_RGB_TOPIC, help=f"bag RGB topic (default {DEFAULT_RGB_TOPIC})")
+    parser.add_argument("--slop", type=float, default=0.05, help="bag pairing: largest stamp difference, seconds (default 0.05)")
+    parser.add_argument("--rotation", type=float, default=5.0, help="largest roll between the cameras searched, degrees (default 5)")
+    parser.add_argument("--scale", type=float, nargs=2, default=(0.7, 1.4), metavar=("LOW", "HIGH"),
+                        help="field-of-view ratio searched, on top of the resolution ratio (default 0.7 1.4)")
+    parser.add_argument("--translation", type=float, default=0.15, help="largest centre offset searched, fraction of the RGB width (default 0.15)")
+    parser.add_argument("--min-confidence", type=float, default=0.5, help="refuse estimates below this (default 0.5)")
+    parser.add_argument("--params-out", type=Path, help="write the node's parameters YAML (registration.homography) here")
+    parser.add_argument("--overlay", type=Path, help="save thermal edges on the RGB frame, before | after, as this image")
+
+
+def _image_pairs(thermal: Path, rgb: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(read_image(thermal), read_image(rgb))]
+
+
+def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    ir_dir, vi_dir = folder / "ir", folder / "vi"
+    if not ir_dir.is_dir() or not vi_dir.is_dir():
+        raise InputError(f"{folder} needs ir/ and vi/ subfolders with images of matching names")
+    ir = {p.stem: p for p in ir_dir.iterdir() if p.suffix.lower() in _SUFFIXES}
+    vi = {p.stem: p for p in vi_dir.iterdir() if p.suffix.lower() in _SUFFIXES}
+    names = sorted(ir.keys() & vi.keys())
+    if not names:
+        raise InputError(f"no matching image names in {ir_dir} and {vi_dir}")
+    picked = [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).round().astype(int)]
+    return [(read_image(ir[n]), read_image(vi[n])) for n in dict.fromkeys(picked)]
+
+
+def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Synchronized pairs of the bag (the node's pairing rule), ``frames`` of them spread over its length."""
+    from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
+    from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
+
+    sync: ApproximateTimeSynchronizer = ApproximateTimeSynchronizer(100, slop_s)
+    raw_pairs = []
+    for msg in read_messages(path, [thermal_topic, rgb_topic]):
+        decoded = msg.decode()
+        stream = THERMAL if msg.topic == thermal_topic else RGB
+        raw_pairs.extend(sync.add(stream, header_stamp_ns(decoded.header), decoded))
+    if not raw_pairs:
+        raise InputError(f"bag {path} has no thermal/RGB pairs within {slop_s} s on {thermal_topic} and {rgb_topic}")
+    picked = sorted(set(np.linspace(0, len(raw_pairs) - 1, min(frames, len(raw_pairs))).round().astype(int)))
+    return [(thermal_from_msg(raw_pairs[i].thermal), visible_from_msg(raw_pairs[i].rgb).rgb) for i in picked]
+
+
+def load_pairs(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The frame pairs named on the command line."""
+    inputs = args.inputs
+    if len(inputs) == 2:
+        return _image_pairs(inputs[0], inputs[1])
+    if len(inputs) != 1:
+        raise ConfigError("give THERMAL RGB images, one folder with ir/ and vi/, or one bag folder")
+    path = inputs[0]
+    if (path / "metadata.yaml").is_file():
+        return _bag_pairs(path, args.thermal_topic, args.rgb_topic, args.slop, args.frames)
+    if path.is_dir():
+        return _folder_pairs(path, args.frames)
+    raise InputError(f"{path} is neither a folder with ir/ and vi/ nor a rosbag2 folder")
+
+
+def _edges(gray: np.ndarray) -> np.ndarray:
+    g = cv2.normalize(gray.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return cv2.Canny(cv2.GaussianBlur(g, (0, 0), 1.0), 40, 100) > 0
+
+
+def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult) -> np.ndarray:
+    """Thermal edges (red) on the RGB frame: without registration (stretched) | with the estimate."""
+    import torch
+
+    rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
+    rgb8 = cv2.normalize(rgb3[..., :3].astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    grey = thermal if thermal.ndim == 2 else thermal[..., :3].astype(np.float32).mean(axis=2)
+    size = rgb8.shape[:2]
+    panels = []
+    for homography in (None, result.as_list()):
+        if homography is None:
+            warped = cv2.resize(grey.astype(np.float32), size[::-1])
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[None, None]
+            warped = Registration(homography)(t, size)[0, 0].numpy()
+        panel = (rgb8 * 0.7).astype(np.uint8)
+        panel[_edges(warped)] = (255, 40, 40)
+        panels.append(panel)
+    return np.concatenate(panels, axis=1)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = EstimatorConfig(rotation_deg=args.rotation, scale_range=tuple(args.scale), translation=args.translation,
+                             min_confidence=args.min_confidence)
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    pairs = load_pairs(args)
+    result = estimate_homography(pairs, config)
+    hm = result.homography
+    print(f"homography (thermal pixel -> RGB pixel, {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]} RGB):")
+    for row in hm:
+        print("  " + "  ".join(f"{v: .8g}" for v in row))
+    print(f"registration.homography: [{', '.join(f'{v:.10g}' for v in result.as_list())}]")
+    print(result.summary())
+    if args.params_out:
+        comment = f"Estimated by `fusion-ros register` from {len(pairs)} pair(s): {result.summary()}"
+        print(f"wrote {write_params_yaml(args.params_out, result.as_list(), comment)}")
+    if args.overlay:
+        write_image(args.overlay, overlay(pairs[0][0], pairs[0][1], result))
+        print(f"wrote {args.overlay} (thermal edges in red: unregistered | registered)")
+    return 0

@@ -1,0 +1,181 @@
+"""Execution backends of the network methods: which runtime runs an exported ONNX graph, and running it.
+
+``torch`` is the exact path (the methods' own modules). The others run the method's ONNX graphs:
+
+* ``onnxruntime``: ONNX Runtime's CPU execution provider, or its CUDA provider on a CUDA device.
+* ``openvino``: OpenVINO's CPU plugin in fp32 (``INFERENCE_PRECISION_HINT=f32``: on CPUs with bf16 or
+  AMX it would otherwise compute in bf16).
+* ``tensorrt``: ONNX Runtime's TensorRT provider (fp16 when the method runs in fp16), with CUDA and CPU
+  providers behind it for the nodes TensorRT does not take. Needs a CUDA device and an onnxruntime build
+  with that provider (``onnxruntime-gpu``); it is selected and refused by tests, never measured here.
+* ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU, the
+  method's order of the two CPU runtimes (DeFusion: OpenVINO first; DMFuse: ONNX Runtime first, OpenVINO
+  runs its U-Net graph several times slower; docs/RESULTS.md), else torch.
+
+:func:`resolve_backend` decides from what is installed; a backend that cannot run raises
+:class:`~fusion_ros.errors.DependencyError` (a missing package) or :class:`~fusion_ros.errors.ConfigError`
+(a device it does not serve) with a message that says why and what would fix it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fusion_ros.errors import ConfigError, DependencyError
+
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "Installed", "OnnxRunner", "installed", "ort_providers", "resolve_backend"]
+
+#: Values of the methods' ``runtime`` option that run ONNX graphs.
+ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+#: Every backend name, the exact path first.
+BACKENDS = ("torch", *ONNX_BACKENDS, "auto")
+
+_TRT = "TensorrtExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What this Python environment offers: ONNX Runtime's execution providers (empty: not installed)
+    and whether OpenVINO imports. A value, so selection is testable without the hardware."""
+
+    ort_providers: tuple[str, ...] = ()
+    openvino: bool = False
+
+
+def installed() -> Installed:
+    """Probe the installed runtimes (imports onnxruntime; only checks that openvino is importable)."""
+    providers: tuple[str, ...] = ()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        providers = tuple(onnxruntime.get_available_providers())
+    return Installed(providers, importlib.util.find_spec("openvino") is not None)
+
+
+def resolve_backend(
+    requested: str, device: torch.device, have: Installed | None = None, *, cpu_order: tuple[str, ...] = ("openvino", "onnxruntime")
+) -> str:
+    """The backend that runs for ``requested`` on ``device``: ``torch`` or one of :data:`ONNX_BACKENDS`.
+
+    ``cpu_order``: what ``auto`` tries on a CPU, fastest first for the method's graphs (then torch).
+
+    Raises:
+        ConfigError: an unknown name, or a backend that does not serve this device type.
+        DependencyError: the backend's package (or provider) is not installed.
+    """
+    if requested not in BACKENDS:
+        raise ConfigError(f"unknown runtime {requested!r}; valid: {', '.join(BACKENDS)}")
+    if requested == "torch":
+        return "torch"
+    have = installed() if have is None else have
+    cuda = device.type == "cuda"
+    if requested == "auto":
+        if cuda:
+            return "tensorrt" if _TRT in have.ort_providers else "onnxruntime" if _CUDA in have.ort_providers else "torch"
+        present = {"openvino": have.openvino, "onnxruntime": _CPU in have.ort_providers}
+        return next((b for b in cpu_order if present[b]), "torch")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"runtime {requested!r} runs on cpu or cuda devices, not {device.type}")
+    if requested == "tensorrt":
+        if not cuda:
+            raise ConfigError("runtime 'tensorrt' needs a CUDA device (device:=cuda); on CPU use openvino or onnxruntime")
+        if _TRT not in have.ort_providers:
+            raise DependencyError(
+                "runtime 'tensorrt' needs onnxruntime with the TensorrtExecutionProvider (onnxruntime-gpu and TensorRT); "
+                f"this onnxruntime has: {', '.join(have.ort_providers) or 'none (not installed)'}"
+            )
+    elif requested == "onnxruntime":
+        if not have.ort_providers:
+            raise DependencyError("runtime 'onnxruntime' needs the onnxruntime package (pip install onnxruntime==1.31.1)")
+        if cuda and _CUDA not in have.ort_providers:
+            raise DependencyError(
+                "runtime 'onnxruntime' on CUDA needs onnxruntime-gpu (this onnxruntime has no CUDAExecutionProvider); "
+                "use device:=cpu or runtime torch"
+            )
+    elif requested == "openvino":
+        if cuda:
+            raise ConfigError("runtime 'openvino' runs on the CPU here (its GPU plugin is for Intel GPUs); use tensorrt or onnxruntime on CUDA")
+        if not have.openvino:
+            raise DependencyError("runtime 'openvino' needs the openvino package (pip install openvino==2026.4.1)")
+    return requested
+
+
+def ort_providers(backend: str, device: torch.device, *, fp16: bool = False) -> list[Any]:
+    """ONNX Runtime providers (with options) for ``backend`` on ``device``, most preferred first."""
+    index = device.index or 0
+    if backend == "tensorrt":
+        trt = {"device_id": index, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True}
+        return [(_TRT, trt), (_CUDA, {"device_id": index}), _CPU]
+    if device.type == "cuda":
+        return [(_CUDA, {"device_id": index}), _CPU]
+    return [_CPU]
+
+
+def _onnx_input_names(path: Path) -> tuple[str, ...]:
+    """The graph inputs of an ONNX file, in order (initializers excluded)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return tuple(i.name for i in graph.input if i.name not in weights)
+
+
+@dataclass
+class OnnxRunner:
+    """One ONNX graph compiled for one backend; call it with named torch tensors, get torch tensors back.
+
+    Inputs go to the runtime as contiguous float32 host arrays and outputs come back on ``device``
+    (a host round trip on CUDA: the ONNX path is for CPUs here; the CUDA providers are unmeasured).
+
+    Args:
+        path: the ``.onnx`` file.
+        backend: one of :data:`ONNX_BACKENDS` (already resolved).
+        device: where outputs are returned.
+        threads: compute threads (0: torch's current count, which the node sets from ``torch_threads``).
+        fp16: let TensorRT build fp16 engines.
+    """
+
+    path: Path
+    backend: str
+    device: torch.device
+    threads: int = 0
+    fp16: bool = False
+    _run: Any = field(init=False, repr=False)
+    input_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        threads = self.threads or torch.get_num_threads()
+        if self.backend == "openvino":
+            import openvino
+
+            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            compiled = openvino.Core().compile_model(str(self.path), "CPU", config)
+            # OpenVINO renames ports (e.g. after a leading Cast); its inputs keep the ONNX graph's order.
+            self.input_names = _onnx_input_names(self.path)
+            request = compiled.create_infer_request()
+            self._run = lambda feeds: [request.infer([feeds[n] for n in self.input_names])[o] for o in compiled.outputs]
+            return
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(self.path), opts, providers=ort_providers(self.backend, self.device, fp16=self.fp16))
+        self.input_names = tuple(i.name for i in session.get_inputs())
+        self._run = lambda feeds: session.run(None, feeds)
+
+    def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        missing = set(self.input_names) - set(inputs)
+        if missing:
+            raise ValueError(f"{self.path.name} needs inputs {sorted(missing)}")
+        feeds = {n: np.ascontiguousarray(inputs[n].detach().to("cpu", torch.float32).numpy()) for n in self.input_names}
+        return [torch.from_numpy(np.asarray(o)).to(self.device) for o in self._run(feeds)]
+

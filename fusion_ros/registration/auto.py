@@ -1,0 +1,241 @@
+"""Keep the thermal → RGB homography right while the node runs, without touching the frame path.
+
+:class:`AutoRegistrar` owns one background thread. The frame path only calls :meth:`offer` (an
+O(1) append to a small ring of recent pairs, rate-limited, never waits on the estimator). Every
+``interval_s`` the thread estimates from the ring's pairs jointly, starting from the current
+matrix as one candidate, and then:
+
+- refuses estimates below ``min_confidence`` (too little structure, ambiguous) — kept matrix;
+- switches only when the new matrix explains the *same* frames better than the current one by
+  ``min_gain`` (structure correlation), so noise never makes it wander;
+- smooths: a new matrix near the current one (corner shift below ``jump_px``) is blended into
+  it (corner positions, weight ``smoothing`` on the old); a large, confident change (a knocked
+  camera) is taken as is.
+
+The owner polls :meth:`take_update` (the node does so on its executor thread, where setting
+parameters is safe) and reads :meth:`diagnostics` for /diagnostics. No rclpy here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from fusion_ros.errors import ConfigError, FusionError, InputError
+from fusion_ros.registration.estimate import (
+    EstimatorConfig,
+    RegistrationResult,
+    corner_error,
+    estimate_homography,
+    homography_score,
+)
+
+__all__ = ["AutoRegistrar", "AutoSettings"]
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    """How the background estimator samples frames and when it switches.
+
+    Attributes:
+        frames: pairs estimated jointly (the ring's size).
+        spacing_s: least time between two pairs taken into the ring (different scene content).
+        interval_s: least time between two estimates.
+        min_confidence: estimates below this are refused.
+        min_gain: structure correlation the new matrix must add on the same frames to replace the current one.
+        smoothing: weight of the current matrix when blending a nearby new one (0: take the new one).
+        jump_px: corner shift above which a confident new matrix replaces the current one unblended.
+    """
+
+    frames: int = 5
+    spacing_s: float = 0.5
+    interval_s: float = 10.0
+    min_confidence: float = 0.6
+    min_gain: float = 0.005
+    smoothing: float = 0.5
+    jump_px: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frames <= 50:
+            raise ConfigError(f"auto registration frames must be in 1..50, got {self.frames}")
+        if self.spacing_s < 0 or self.interval_s < 0 or self.jump_px <= 0:
+            raise ConfigError("auto registration spacing_s and interval_s must be >= 0, jump_px > 0")
+        if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("auto registration smoothing must be in [0, 1), min_confidence in [0, 1]")
+
+
+def _blend(current: np.ndarray, new: np.ndarray, weight_current: float, thermal_wh: tuple[int, int]) -> np.ndarray:
+    """Homography through the weighted mean of the two matrices' thermal-corner images."""
+    w, h = thermal_wh
+    corners = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])
+    a = cv2.perspectiveTransform(corners[None], current)[0]
+    b = cv2.perspectiveTransform(corners[None], new)[0]
+    hm = cv2.getPerspectiveTransform(corners, (weight_current * a + (1 - weight_current) * b).astype(np.float32))
+    return hm / hm[2, 2]
+
+
+class AutoRegistrar:
+    """Background homography estimator fed with synchronized pairs (see the module doc).
+
+    Args:
+        initial: the matrix in use now (9 numbers), ``None`` for none yet.
+        settings: sampling and switching rules.
+        config: the estimator's search ranges.
+        log: called with one line per decision (the node passes its logger).
+        clock: monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        initial: Sequence[float] | None = None,
+        settings: AutoSettings | None = None,
+        config: EstimatorConfig | None = None,
+        log: Callable[[str], None] = lambda line: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or AutoSettings()
+        self._config = replace(config or EstimatorConfig(), min_confidence=self.settings.min_confidence)
+        self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._ring: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=self.settings.frames)
+        self._last_taken = -float("inf")
+        self._current = None if initial is None else np.asarray(initial, np.float64).reshape(3, 3)
+        self._pending: tuple[float, ...] | None = None
+        self._thread: threading.Thread | None = None
+        self.estimating = False
+        self.estimates = 0
+        self.updates = 0
+        self.last: RegistrationResult | None = None
+        self.last_message = "waiting for frames"
+
+    # -- frame path (non-blocking) ---------------------------------------------------------------
+
+    def offer(self, thermal: np.ndarray, rgb: np.ndarray) -> bool:
+        """Maybe keep this pair for the next estimate; returns whether it was kept. Never waits."""
+        now = self._clock()
+        if now - self._last_taken < self.settings.spacing_s:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False  # the estimator is taking a snapshot this instant: skip this pair
+        try:
+            self._ring.append((np.array(thermal, copy=True), np.array(rgb, copy=True)))
+            self._last_taken = now
+            full = len(self._ring) == self._ring.maxlen
+        finally:
+            self._lock.release()
+        if full:
+            self._wake.set()
+        return True
+
+    # -- results (owner thread) ------------------------------------------------------------------
+
+    @property
+    def homography(self) -> tuple[float, ...] | None:
+        """The matrix the estimator considers current (9 numbers), or ``None``."""
+        current = self._current
+        return None if current is None else tuple(float(v) for v in current.reshape(-1))
+
+    def take_update(self) -> tuple[float, ...] | None:
+        """The newly accepted matrix since the last call (9 numbers), else ``None``."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def set_current(self, homography: Sequence[float] | None) -> None:
+        """The user set the matrix by hand: compare future estimates against that one."""
+        with self._lock:
+            self._current = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
+
+    def diagnostics(self) -> list[tuple[str, str]]:
+        """Key/value pairs for /diagnostics."""
+        last = self.last
+        values = [
+            ("registration auto", "estimating" if self.estimating else "idle"),
+            ("registration estimates", str(self.estimates)),
+            ("registration updates", str(self.updates)),
+            ("registration last", self.last_message),
+        ]
+        if last is not None:
+            values += [("registration confidence", f"{last.confidence:.2f}"),
+                       ("registration residual (px)", f"{last.residual_px:.2f}")]
+        return values
+
+    # -- thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="registration-auto", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop after the estimate in progress (if any)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_run = -float("inf")
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._clock() - last_run < self.settings.interval_s:
+                continue
+            with self._lock:
+                if len(self._ring) < self._ring.maxlen:
+                    continue
+                pairs = list(self._ring)
+                self._ring.clear()
+            last_run = self._clock()
+            self.step(pairs)
+
+    def step(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+        """One estimate from ``pairs`` and the switching decision; returns whether the matrix changed.
+
+        Runs on the estimator thread (tests call it directly).
+        """
+        self.estimating = True
+        try:
+            current = self._current
+            result = estimate_homography(pairs, self._config, initial=None if current is None else current.reshape(-1))
+        except FusionError as err:  # refusals and bad frames: keep the current matrix
+            self.last_message = f"kept the current matrix: {err}"
+            self._log(f"registration: {self.last_message}")
+            return False
+        finally:
+            self.estimates += 1
+            self.estimating = False
+        self.last = result
+        new = result.homography
+        th, tw = np.asarray(pairs[0][0]).shape[:2]
+        if current is not None:
+            try:
+                old_score = homography_score(pairs, current)
+            except InputError:
+                old_score = -1.0
+            gain = result.score - old_score
+            if gain < self.settings.min_gain:
+                self.last_message = (f"kept the current matrix: the new one ({result.summary()}) is not better on the same "
+                                     f"frames (correlation {result.score:.3f} vs {old_score:.3f})")
+                self._log(f"registration: {self.last_message}")
+                return False
+            shift = corner_error(new, current, (tw, th))
+            if shift < self.settings.jump_px:
+                new = _blend(current, new, self.settings.smoothing, (tw, th))
+        with self._lock:
+            self._current = new
+            self._pending = tuple(float(v) for v in new.reshape(-1))
+        self.updates += 1
+        self.last_message = f"updated ({result.summary()})"
+        self._log(f"registration: {self.last_message}")
+        return True

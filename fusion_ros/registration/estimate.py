@@ -1,0 +1,544 @@
+"""Estimate the thermal → RGB homography of a camera rig from ordinary scene frames.
+
+No calibration target: both images become orientation fields of their edges
+(:mod:`.features`), which agree across modalities. Coarse to fine over a pyramid:
+
+1. **Global search** at about 100 px width: every rotation (±``rotation_deg``) × scale
+   (``scale_range`` × the resolution ratio) on a grid; for each, the translation (±``translation``
+   of the width) comes from one FFT cross-correlation of the zero-mean fields, normalised by
+   the energies in the overlap (which must cover 40 % of the RGB frame).
+2. **Candidates**: the best few clearly different alignments are refined on the two coarsest
+   levels (a street seen along its axis is nearly self-similar under zoom, so the coarse
+   correlation alone is not trusted); the best objective continues.
+3. **Local refinement** of all 8 parameters: maximise the raw correlation of the two fields over
+   a fixed set of RGB sample pixels (thermal 0 outside its image) by Levenberg–Marquardt steps
+   with the Gauss–Newton curvature, level by level to full RGB resolution. A normalised
+   correlation or an SSD with a fitted gain would not do: both improve when poorly matching
+   samples leave the overlap, and drift the scale by percents. Several frame pairs share one
+   homography and add their normal equations.
+4. **Confidence** from the aligned structure correlation, the margin over the best *different*
+   alignment among the candidates (a repetitive or empty scene has competitors), and the predicted
+   corner uncertainty of the least-squares fit. Below ``min_confidence`` the estimate is refused
+   with :class:`RegistrationError` rather than returned.
+
+Conventions: pixel centres at integer coordinates; the homography maps thermal pixel (x, y, 1)
+to the RGB pixel at full RGB resolution, as :class:`~fusion_ros.registration.warp.Registration`
+applies it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from fusion_ros.errors import ConfigError, FusionError, InputError
+from fusion_ros.registration.features import edge_fraction, structure_features, to_gray
+
+__all__ = [
+    "EstimatorConfig",
+    "RegistrationError",
+    "RegistrationResult",
+    "corner_error",
+    "estimate_homography",
+    "homography_score",
+]
+
+#: Coarsest level: the RGB image is halved until its width is at most this.
+_COARSE_WIDTH = 128
+#: Clearly different alignments of the global search refined further.
+_CANDIDATES = 6
+#: Sample pixels per level and frame for the refinement (seeded subsample above this).
+_MAX_SAMPLES = 20000
+#: Pixels per statistically independent residual (smoothing of the features: ~4πσ², σ≈√2).
+_CORRELATED_PIXELS = 25.0
+
+
+class RegistrationError(FusionError):
+    """The frames do not determine the homography confidently (too little or repetitive structure)."""
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """What the rig may look like, and how sure an estimate must be.
+
+    Attributes:
+        rotation_deg: largest roll between the cameras searched, degrees.
+        scale_range: (low, high) ratio of the fields of view searched, on top of the resolution
+            ratio (RGB width / thermal width).
+        translation: largest offset of the image centres searched, as a fraction of the RGB width.
+        min_confidence: estimates below this are refused.
+        min_edges: least fraction of edge pixels in the thermal and in the RGB frame.
+    """
+
+    rotation_deg: float = 5.0
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    translation: float = 0.15
+    min_confidence: float = 0.5
+    min_edges: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rotation_deg <= 45.0:
+            raise ConfigError(f"rotation_deg must be in [0, 45], got {self.rotation_deg}")
+        low, high = self.scale_range
+        if not 0.1 <= low <= high <= 10.0:
+            raise ConfigError(f"scale_range must satisfy 0.1 <= low <= high <= 10, got {self.scale_range}")
+        if not 0.0 <= self.translation <= 0.5:
+            raise ConfigError(f"translation must be in [0, 0.5], got {self.translation}")
+        if not 0.0 <= self.min_confidence <= 1.0 or not 0.0 <= self.min_edges < 1.0:
+            raise ConfigError("min_confidence must be in [0, 1] and min_edges in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """An estimated homography and how much to trust it.
+
+    Attributes:
+        homography: (3,3) float64, thermal pixel → RGB pixel at full RGB resolution, ``[2,2] == 1``.
+        confidence: 0..1; the node switches only to estimates above its threshold.
+        residual_px: predicted error of the thermal image corners in RGB pixels (1σ, from the fit).
+        score: structure correlation after alignment (-1..1; unrelated images give about 0).
+        margin: 1 - (objective of the best refined candidate that converged elsewhere / this one's):
+            0 means ambiguous, 1 that every candidate converged here.
+        frames: frame pairs used.
+        seconds: wall time of the estimate.
+    """
+
+    homography: np.ndarray
+    confidence: float
+    residual_px: float
+    score: float
+    margin: float
+    frames: int
+    seconds: float
+
+    def as_list(self) -> list[float]:
+        """9 row-major numbers, as the ``registration.homography`` parameter takes them."""
+        return [float(v) for v in self.homography.reshape(-1)]
+
+    def summary(self) -> str:
+        return (f"confidence {self.confidence:.2f}, residual {self.residual_px:.2f} px, structure correlation "
+                f"{self.score:.3f}, margin {self.margin:.2f}, {self.frames} frame(s), {self.seconds:.2f} s")
+
+
+def corner_error(h_est: np.ndarray, h_true: np.ndarray, thermal_wh: tuple[int, int]) -> float:
+    """Mean distance, in RGB pixels, of the thermal image's 4 corners mapped by the two homographies."""
+    w, h = thermal_wh
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
+    a, b = np.asarray(h_est, np.float64) @ corners, np.asarray(h_true, np.float64) @ corners
+    return float(np.mean(np.linalg.norm(a[:2] / a[2] - b[:2] / b[2], axis=0)))
+
+
+# -- geometry --------------------------------------------------------------------------------------
+
+
+def _scaling(fx: float, fy: float) -> np.ndarray:
+    """Full-resolution pixel → pixel of an image resized by (fx, fy), pixel centres kept."""
+    return np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]], np.float64)
+
+
+def _roll(hm: np.ndarray) -> float:
+    """Rotation angle (radians) of a thermal → RGB homography's linear part."""
+    return math.atan2(hm[1, 0] - hm[0, 1], hm[0, 0] + hm[1, 1])
+
+
+def _turn(fields: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate doubled-angle vectors (last axis (..., 2k) as k pairs) by twice ``angle``: a thermal
+    edge at orientation α appears at α + roll in the RGB frame."""
+    c, s = math.cos(2 * angle), math.sin(2 * angle)
+    out = np.empty_like(fields)
+    out[..., 0::2] = c * fields[..., 0::2] - s * fields[..., 1::2]
+    out[..., 1::2] = s * fields[..., 0::2] + c * fields[..., 1::2]
+    return out
+
+
+def _normalizer(w: int, h: int) -> np.ndarray:
+    """Pixel → [-1, 1]-ish coordinates (the refinement's parameters are conditioned in those)."""
+    s = 2.0 / w
+    return np.array([[s, 0, -s * (w - 1) / 2], [0, s, -s * (h - 1) / 2], [0, 0, 1]], np.float64)
+
+
+def _norm(m: np.ndarray) -> np.ndarray:
+    return m / m[2, 2]
+
+
+@dataclass
+class _Level:
+    """One pyramid level of one frame pair."""
+
+    rgb: np.ndarray  # (H,W,2) features
+    thermal: np.ndarray  # (h,w,6) features and their x, y derivatives
+    s_rgb: np.ndarray  # full → level, RGB
+    s_thermal: np.ndarray  # full → level, thermal
+    xs: np.ndarray  # sample pixels (RGB level coords), float32
+    ys: np.ndarray
+    ref: np.ndarray  # (N,2) RGB features at the samples
+
+
+def _resize(gray: np.ndarray, w: int, h: int) -> np.ndarray:
+    if (w, h) == (gray.shape[1], gray.shape[0]):
+        return gray
+    return cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _level_factors(rgb_width: int, base: float) -> list[float]:
+    """RGB scale factors of the pyramid, coarse to fine: from at most ``_COARSE_WIDTH`` px wide to the
+    first level where the thermal image is at its native resolution (finer RGB levels add RGB noise
+    but no thermal detail), or full RGB resolution."""
+    k = 0
+    while rgb_width * 0.5**k > _COARSE_WIDTH:
+        k += 1
+    factors = [0.5**i for i in range(k, -1, -1)]
+    for i, f in enumerate(factors):
+        if f * base >= 1.0 - 1e-9:
+            return factors[: i + 1]
+    return factors
+
+
+def _pyramid(thermal: np.ndarray, rgb: np.ndarray, factors: list[float], base: float, seed: int) -> list[_Level]:
+    """Levels from coarse to fine; the thermal level matches the RGB level's pixel density."""
+    H, W = rgb.shape
+    h, w = thermal.shape
+    levels = []
+    rng = np.random.default_rng(seed)
+    for f in factors:
+        wl, hl = max(8, round(W * f)), max(8, round(H * f))
+        ft = min(1.0, f * base)
+        twl, thl = max(8, round(w * ft)), max(8, round(h * ft))
+        # Zero-mean fields: unrelated content then correlates to 0 on average, so the objective does
+        # not reward covering more of the frame (a dominant edge direction would otherwise bias the zoom).
+        fr = structure_features(_resize(rgb, wl, hl))
+        fr -= fr.mean(axis=(0, 1))
+        ftf = structure_features(_resize(thermal, twl, thl))
+        ftf -= ftf.mean(axis=(0, 1))
+        dx = cv2.Sobel(ftf, cv2.CV_32F, 1, 0, ksize=1) * 0.5
+        dy = cv2.Sobel(ftf, cv2.CV_32F, 0, 1, ksize=1) * 0.5
+        mag = np.abs(fr).sum(axis=2)
+        ys, xs = np.nonzero(mag > 0.05)
+        if len(xs) > _MAX_SAMPLES:
+            keep = rng.choice(len(xs), _MAX_SAMPLES, replace=False)
+            xs, ys = xs[keep], ys[keep]
+        levels.append(
+            _Level(fr, np.concatenate([ftf, dx, dy], axis=2), _scaling(wl / W, hl / H), _scaling(twl / w, thl / h),
+                   xs.astype(np.float32), ys.astype(np.float32), fr[ys, xs])
+        )
+    return levels
+
+
+# -- global search ---------------------------------------------------------------------------------
+
+
+def _similarity(theta_deg: float, scale: float, c_t: tuple[float, float], c_r: tuple[float, float]) -> np.ndarray:
+    """Thermal → RGB: rotate by theta and scale about the thermal centre, put it on the RGB centre."""
+    a = math.radians(theta_deg)
+    c, s = math.cos(a) * scale, math.sin(a) * scale
+    return np.array([[c, -s, c_r[0] - c * c_t[0] + s * c_t[1]], [s, c, c_r[1] - s * c_t[0] - c * c_t[1]], [0, 0, 1]])
+
+
+def _global_search(coarse: list[_Level], thermal_wh: tuple[int, int], rgb_wh: tuple[int, int],
+                   cfg: EstimatorConfig) -> list[tuple[float, np.ndarray]]:
+    """(score, thermal→RGB full-res homography) of every rotation × scale, each at its best translation."""
+    w, h = thermal_wh
+    W, H = rgb_wh
+    base = W / w
+    Hc, Wc = coarse[0].rgb.shape[:2]
+    pad = int(math.ceil((cfg.translation + 0.03) * Wc)) + 1
+    nh, nw = cv2.getOptimalDFTSize(Hc + 2 * pad), cv2.getOptimalDFTSize(Wc + 2 * pad)
+    offset = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64)
+    inside = np.zeros((nh, nw), np.float32)
+    inside[pad:pad + Hc, pad:pad + Wc] = 1.0
+    f_inside = np.fft.rfft2(inside)
+    ref = []
+    for lv in coarse:
+        a = np.zeros((nh, nw, 2), np.float32)
+        a[pad:pad + Hc, pad:pad + Wc] = lv.rgb
+        ref.append((np.fft.rfft2(a, axes=(0, 1)), np.fft.rfft2((a * a).sum(axis=2))))
+    # The search grid is as fine as one coarse pixel at the image edge.
+    rot_step = math.degrees(1.5 / (Wc / 2))
+    n_rot = 2 * int(math.ceil((cfg.rotation_deg + 0.5 * rot_step) / rot_step)) + 1
+    rotations = np.linspace(-(n_rot // 2) * rot_step, (n_rot // 2) * rot_step, n_rot)
+    scale_step = 1.0 + 3.0 / Wc
+    low, high = cfg.scale_range[0] / scale_step, cfg.scale_range[1] * scale_step
+    scales = base * np.exp(np.arange(math.log(low), math.log(high) + 1e-9, math.log(scale_step)))
+    c_t, c_r = ((w - 1) / 2, (h - 1) / 2), ((W - 1) / 2, (H - 1) / 2)
+    ty = np.fft.fftfreq(nh, 1.0 / nh).astype(int)[:, None]
+    tx = np.fft.fftfreq(nw, 1.0 / nw).astype(int)[None, :]
+    allowed = (np.abs(tx) <= pad - 1) & (np.abs(ty) <= pad - 1)
+    min_overlap = 0.4 * Hc * Wc
+    results = []
+    for theta in rotations:
+        for scale in scales:
+            h_full = _similarity(theta, scale, c_t, c_r)
+            num = np.zeros((nh, nw))
+            e_ref = np.zeros((nh, nw))
+            e_mov = np.zeros((nh, nw))
+            overlap = None
+            for lv, (f_a, f_aa) in zip(coarse, ref):
+                # canvas pixel → thermal coarse pixel
+                g = lv.s_thermal @ np.linalg.inv(h_full) @ np.linalg.inv(lv.s_rgb) @ np.linalg.inv(offset)
+                th, tw = lv.thermal.shape[:2]
+                moved = cv2.warpPerspective(_turn(lv.thermal[..., :2], math.radians(theta)), g, (nw, nh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+                mask = cv2.warpPerspective(np.ones((th, tw), np.float32), g, (nw, nh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+                f_b = np.fft.rfft2(moved, axes=(0, 1))
+                f_m = np.fft.rfft2(mask)
+                num += np.fft.irfft2((f_a * np.conj(f_b)).sum(axis=2), (nh, nw))
+                e_ref += np.fft.irfft2(f_aa * np.conj(f_m), (nh, nw))
+                e_mov += np.fft.irfft2(f_inside * np.conj(np.fft.rfft2((moved * moved).sum(axis=2))), (nh, nw))
+                if overlap is None:
+                    overlap = np.fft.irfft2(f_inside * np.conj(f_m), (nh, nw))
+            assert overlap is not None
+            # Normalised cross-correlation over the overlap, which must cover a good part of the frame.
+            score = np.where(allowed & (overlap > min_overlap), num / np.sqrt(np.maximum(e_ref * e_mov, 1e-12)), -np.inf)
+            i = int(np.argmax(score))
+            iy, ix = divmod(i, nw)
+            if not np.isfinite(score.flat[i]):
+                continue
+            fx, fy = coarse[0].s_rgb[0, 0], coarse[0].s_rgb[1, 1]
+            shift = np.array([[1, 0, tx[0, ix] / fx], [0, 1, ty[iy, 0] / fy], [0, 0, 1]], np.float64)
+            results.append((float(score.flat[i]), shift @ h_full))
+    results.sort(key=lambda r: -r[0])
+    return results
+
+
+# -- local refinement ------------------------------------------------------------------------------
+
+
+def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: int = 8) -> tuple[np.ndarray, float, float, np.ndarray, float, int]:
+    """Refine G (RGB → thermal, full res) on one level.
+
+    Returns (G, objective, normalised correlation, normal matrix, residual variance, samples); the
+    objective compares candidates on the same level (same samples, same denominator). ``dof`` 6
+    keeps the perspective terms fixed (coarse levels cannot resolve them and drift).
+    """
+    lv0 = frames[0]
+    Hl, Wl = lv0.rgb.shape[:2]
+    hl, wl = lv0.thermal.shape[:2]
+    n_r, n_t = _normalizer(Wl, Hl), _normalizer(wl, hl)
+    to_n = n_t @ lv0.s_thermal
+    from_n = np.linalg.inv(n_r @ lv0.s_rgb)
+    gn = _norm(to_n @ g_full @ from_n)
+    st = wl / 2.0  # normalized → thermal level pixels
+    cx, cy = (wl - 1) / 2.0, (hl - 1) / 2.0
+    samples = [(n_r[0, 0] * lv.xs + n_r[0, 2], n_r[1, 1] * lv.ys + n_r[1, 2]) for lv in frames]
+    roll = _roll(np.linalg.inv(g_full))  # fixed per level: the roll barely changes within one
+
+    def evaluate(p: np.ndarray, jac: bool):
+        a_mat = np.zeros((8, 8))
+        b_vec = np.zeros(8)
+        num = den_r = den_w = 0.0
+        ssr = 0.0
+        count = 0
+        for lv, (xn, yn) in zip(frames, samples):
+            d = p[6] * xn + p[7] * yn + 1.0
+            un = (p[0] * xn + p[1] * yn + p[2]) / d
+            vn = (p[3] * xn + p[4] * yn + p[5]) / d
+            u = (cx + st * un).astype(np.float32)
+            v = (cy + st * vn).astype(np.float32)
+            # A fixed sample set, thermal features 0 outside the thermal image: moving samples out of
+            # the overlap must not pay (it would, if they were dropped).
+            ok = d > 1e-6
+            if ok.sum() < 50:
+                continue
+            u, v, xv, yv, dv, unv, vnv = u[ok], v[ok], xn[ok], yn[ok], d[ok], un[ok], vn[ok]
+            ref = lv.ref[ok]
+            samp = cv2.remap(lv.thermal, u[:, None], v[:, None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=0).reshape(-1, 6)
+            samp = _turn(samp, roll)
+            mov = samp[:, :2]
+            num += float((ref * mov).sum())
+            den_r += float((ref * ref).sum())
+            den_w += float((mov * mov).sum())
+            count += len(u)
+            if not jac:
+                continue
+            # Curvature of the correlation near its peak is gain·JᵀJ (ref ≈ gain·mov there).
+            gain = max(float((ref * mov).sum() / max((mov * mov).sum(), 1e-9)), 0.05)
+            r = ref - gain * mov
+            ssr += float((r * r).sum())
+            inv_d = (1.0 / dv).astype(np.float32)
+            xd, yd = (xv * inv_d).astype(np.float32), (yv * inv_d).astype(np.float32)
+            ud, vd = unv.astype(np.float32), vnv.astype(np.float32)
+            jac_rows = []
+            for ch in range(2):
+                gx, gy = samp[:, 2 + ch] * st, samp[:, 4 + ch] * st
+                jac_rows.append(np.stack([gx * xd, gx * yd, gx * inv_d, gy * xd, gy * yd, gy * inv_d,
+                                          -(gx * ud + gy * vd) * xd, -(gx * ud + gy * vd) * yd], axis=1))
+            jac_all = np.concatenate(jac_rows)
+            a_mat += gain * (jac_all.T @ jac_all).astype(np.float64)
+            b_vec += (jac_all.T @ ref.T.reshape(-1)).astype(np.float64)
+        objective = num / max(den_r, 1e-12)  # fixed sample set and denominator: nothing to gain by leaving
+        rho = num / math.sqrt(max(den_r * den_w, 1e-12)) if count else -1.0
+        return objective, rho, a_mat, b_vec, ssr, count
+
+    p = gn.reshape(-1)[:8].copy()
+    obj, rho, a_mat, b_vec, ssr, count = evaluate(p, True)
+    lam = 1e-3
+    for _ in range(max_iter):
+        if count < 50:
+            break
+        a_d = a_mat[:dof, :dof]
+        try:
+            step = np.zeros(8)
+            step[:dof] = np.linalg.solve(a_d + lam * np.diag(np.diag(a_d)) + 1e-9 * np.eye(dof), b_vec[:dof])
+        except np.linalg.LinAlgError:
+            break
+        cand = p + step
+        new = evaluate(cand, True)
+        if new[0] >= obj:
+            p, (obj, rho, a_mat, b_vec, ssr, count) = cand, new
+            lam = max(lam / 3.0, 1e-6)
+            if np.abs(step).max() * st < 2e-3:
+                break
+        else:
+            lam *= 8.0
+            if lam > 1e4:
+                break
+    gn = np.append(p, 1.0).reshape(3, 3)
+    g_full = _norm(np.linalg.inv(to_n) @ gn @ np.linalg.inv(from_n))
+    sigma2 = ssr / max(count * 2 - 8, 1)
+    return g_full, obj, rho, a_mat, sigma2, count
+
+
+def _corner_sigma(g_full: np.ndarray, frames: list[_Level], a_mat: np.ndarray, sigma2: float, count: int,
+                  thermal_wh: tuple[int, int]) -> float:
+    """1σ corner error (RGB px) predicted by the fit's covariance, pixels counted as correlated patches."""
+    lv0 = frames[0]
+    Hl, Wl = lv0.rgb.shape[:2]
+    hl, wl = lv0.thermal.shape[:2]
+    n_r, n_t = _normalizer(Wl, Hl), _normalizer(wl, hl)
+    to_n, from_n = n_t @ lv0.s_thermal, np.linalg.inv(n_r @ lv0.s_rgb)
+    gn = _norm(to_n @ g_full @ from_n).reshape(-1)[:8]
+    try:
+        cov = np.linalg.inv(a_mat) * sigma2 * _CORRELATED_PIXELS
+    except np.linalg.LinAlgError:
+        return float("inf")
+    w, h = thermal_wh
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
+
+    def mapped(p: np.ndarray) -> np.ndarray:
+        g = np.linalg.inv(to_n) @ np.append(p, 1.0).reshape(3, 3) @ np.linalg.inv(from_n)
+        x = np.linalg.inv(g) @ corners
+        return (x[:2] / x[2]).reshape(-1)
+
+    base = mapped(gn)
+    eps = 1e-6
+    jac = np.stack([(mapped(gn + eps * np.eye(8)[i]) - base) / eps for i in range(8)], axis=1)
+    var = np.einsum("ij,jk,ik->i", jac, cov, jac).reshape(2, 4).sum(axis=0)
+    return float(np.sqrt(np.maximum(var, 0.0)).mean())
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    if len(pairs) == 0:
+        raise InputError("registration needs at least one thermal/RGB frame pair")
+    grays = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError(f"pair {i} must be a (thermal, rgb) tuple")
+        grays.append((to_gray(pair[0], f"thermal (pair {i})"), to_gray(pair[1], f"rgb (pair {i})")))
+    t0, r0 = grays[0][0].shape, grays[0][1].shape
+    for i, (t, r) in enumerate(grays):
+        if t.shape != t0 or r.shape != r0:
+            raise InputError(f"pair {i} has sizes thermal {t.shape[::-1]}, rgb {r.shape[::-1]}; pair 0 has {t0[::-1]}, {r0[::-1]}")
+    return grays
+
+
+def _prepare(grays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple[int, int], tuple[int, int], list[list[_Level]]]:
+    """Grey pairs → (thermal (w, h), RGB (W, H), levels coarse to fine, each a list over frames)."""
+    h, w = grays[0][0].shape
+    H, W = grays[0][1].shape
+    base = W / w
+    factors = _level_factors(W, base)
+    levels = [_pyramid(t, r, factors, base, seed=i) for i, (t, r) in enumerate(grays)]
+    return (w, h), (W, H), [[frame[k] for frame in levels] for k in range(len(factors))]
+
+
+def homography_score(pairs: Sequence[tuple[np.ndarray, np.ndarray]], homography: Sequence[float] | np.ndarray) -> float:
+    """Structure correlation of ``pairs`` under a given thermal → RGB homography, computed as
+    :attr:`RegistrationResult.score` is: compares a kept matrix with a new estimate on the same frames."""
+    hm = np.asarray(homography, np.float64).reshape(3, 3)
+    if not np.isfinite(hm).all() or abs(np.linalg.det(hm)) < 1e-12:
+        raise InputError("homography must be 9 finite numbers of a non-singular matrix")
+    _, _, by_level = _prepare(_as_pairs(pairs))
+    return float(_refine_level(by_level[-1], np.linalg.inv(hm), 0)[2])
+
+
+def estimate_homography(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: EstimatorConfig | None = None,
+    initial: Sequence[float] | np.ndarray | None = None,
+) -> RegistrationResult:
+    """Thermal → RGB homography from one or more frame pairs of the same rig.
+
+    Args:
+        pairs: ``(thermal, rgb)`` arrays (any dtype, grey or colour); all thermal frames the same
+            size, all RGB frames the same size. Frames of a moving scene constrain more than
+            repeats of a static one.
+        config: search ranges and thresholds.
+        initial: a current estimate (9 numbers): refined as one more candidate besides the search.
+
+    Raises:
+        InputError: bad arrays (shape, NaN, sizes differ between pairs).
+        RegistrationError: too little structure, or no confident, unambiguous alignment.
+    """
+    start = time.perf_counter()
+    cfg = config or EstimatorConfig()
+    grays = _as_pairs(pairs)
+    edges_t = max(edge_fraction(t) for t, _ in grays)
+    edges_r = max(edge_fraction(r) for _, r in grays)
+    if min(edges_t, edges_r) < cfg.min_edges:
+        raise RegistrationError(
+            f"too little structure to register: edges on {100 * edges_t:.1f} % of the thermal and {100 * edges_r:.1f} % of "
+            f"the RGB pixels (need {100 * cfg.min_edges:.1f} %); use frames of a scene with buildings, people or terrain "
+            "edges that both cameras see"
+        )
+    (w, h), (W, H), by_level = _prepare(grays)
+    n_levels = len(by_level)
+    found = _global_search(by_level[0], (w, h), (W, H), cfg)
+    coarse_px = 3.0 / by_level[0][0].s_rgb[0, 0]  # 3 coarse pixels, in RGB pixels
+    candidates: list[np.ndarray] = []
+    for _, other in found:  # the best few clearly different alignments
+        if all(corner_error(other, c, (w, h)) > coarse_px for c in candidates):
+            candidates.append(other)
+        if len(candidates) == _CANDIDATES:
+            break
+    if initial is not None:
+        init = np.asarray(initial, np.float64).reshape(3, 3)
+        if not np.isfinite(init).all() or abs(np.linalg.det(init)) < 1e-12:
+            raise InputError("initial homography must be 9 finite numbers of a non-singular matrix")
+        candidates.append(_norm(init))
+    if not candidates:
+        raise RegistrationError("no alignment of the thermal frame overlaps the RGB frame within the search ranges")
+    # Refine every candidate on the two coarsest levels; the best objective goes on to the finest level.
+    refined = []
+    for hm in candidates:
+        g = np.linalg.inv(hm)
+        for k in range(min(2, n_levels)):
+            g, obj, *_ = _refine_level(by_level[k], g, 10, dof=6)
+        refined.append((obj, g))
+    refined.sort(key=lambda r: -r[0])
+    g = refined[0][1]
+    # Margin: how much better the winner is than the best candidate that converged somewhere else.
+    winner = np.linalg.inv(g)
+    others = [obj for obj, other in refined[1:] if corner_error(np.linalg.inv(other), winner, (w, h)) > coarse_px]
+    margin = 1.0 - max(others) / refined[0][0] if others and refined[0][0] > 0 else 1.0
+    for k in range(min(2, n_levels), n_levels):
+        g, *_ = _refine_level(by_level[k], g, 12, dof=8 if k >= n_levels - 2 else 6)
+    g, obj, rho, a_mat, sigma2, count = _refine_level(by_level[-1], g, 6)  # the covariance at the final point
+    hm = _norm(np.linalg.inv(g))
+    residual = _corner_sigma(g, by_level[-1], a_mat, sigma2, count, (w, h))
+    confidence = float(
+        np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual - 0.5, 0.0) / 2.0)
+    )
+    result = RegistrationResult(hm, confidence, residual, float(rho), float(margin), len(grays), time.perf_counter() - start)
+    if confidence < cfg.min_confidence:
+        raise RegistrationError(f"no confident alignment found ({result.summary()}; need confidence {cfg.min_confidence:.2f}): "
+                                "the frames may show too little shared structure, a repetitive pattern, or cameras "
+                                "outside the search ranges")
+    return result

@@ -1,0 +1,78 @@
+"""The node's side of ``registration.auto``: feeds the core :class:`AutoRegistrar`, applies and saves its updates.
+
+Kept out of :mod:`fusion_ros.ros.node` so the node only holds a few hook calls. The estimator runs
+on its own thread; this class polls it from a timer on the executor thread, where setting the
+``registration.homography`` parameter is safe. Setting the parameter is what applies the matrix
+(the node's parameter callback reconfigures the running fuser between two frames) and what lets
+the user save it (``ros2 param dump``, or ``registration.save_path``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rclpy.parameter import Parameter
+
+from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
+from fusion_ros.registration.params_file import write_params_yaml
+
+__all__ = ["AutoRegistrationHook"]
+
+#: Seconds between two polls of the estimator for an accepted matrix.
+_POLL_S = 0.5
+
+
+class AutoRegistrationHook:
+    """Creates the estimator from the node's parameters and wires it to the node."""
+
+    def __init__(self, node: Any, values: dict[str, Any]) -> None:
+        self._node = node
+        settings = AutoSettings(
+            frames=int(values["registration.auto_frames"]),
+            interval_s=float(values["registration.auto_interval"]),
+            min_confidence=float(values["registration.auto_min_confidence"]),
+        )
+        homography = values["registration.homography"]
+        initial = None if list(map(float, homography)) == [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0] else homography
+        logger = node.get_logger()
+        self._save_path = str(values["registration.save_path"])
+        self.registrar = AutoRegistrar(initial, settings, log=lambda line: logger.info(line))
+        self._timer = node.create_timer(_POLL_S, self._poll)
+        self.registrar.start()
+        logger.info(f"registration.auto: estimating from {settings.frames} pairs every {settings.interval_s:g} s in the background")
+
+    @classmethod
+    def create(cls, node: Any, values: dict[str, Any]) -> AutoRegistrationHook | None:
+        """The hook when ``registration.auto`` is true, else ``None``."""
+        return cls(node, values) if values["registration.auto"] else None
+
+    def offer(self, thermal: np.ndarray, rgb: np.ndarray) -> None:
+        """Worker thread, per fused pair: O(1), never waits on the estimator."""
+        self.registrar.offer(thermal, rgb)
+
+    def user_set(self, homography: Any) -> None:
+        """The parameter changed (by the user or by :meth:`_poll`): future estimates compare against it."""
+        self.registrar.set_current(homography)
+
+    def diagnostics(self) -> list[tuple[str, str]]:
+        return self.registrar.diagnostics()
+
+    def _poll(self) -> None:
+        update = self.registrar.take_update()
+        if update is None:
+            return
+        self._node.set_parameters([Parameter("registration.homography", value=list(update))])
+        if self._save_path:
+            last = self.registrar.last
+            comment = f"Estimated live by fusion_node (registration.auto): {last.summary() if last else ''}"
+            try:
+                path = write_params_yaml(self._save_path, update, comment)
+            except OSError as err:
+                self._node.get_logger().error(f"registration.save_path: cannot write {self._save_path}: {err}")
+            else:
+                self._node.get_logger().info(f"registration: saved the homography to {path}")
+
+    def destroy(self) -> None:
+        self._timer.cancel()
+        self.registrar.stop()

@@ -1,0 +1,89 @@
+"""``registration.auto`` in the node: converges on a misaligned rig while fusion keeps publishing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from fusion_ros.registration import corner_error  # noqa: E402
+from fusion_ros.registration.synthetic import random_rig_homography, thermal_view  # noqa: E402
+from fusion_ros.ros.node import FusionNode  # noqa: E402
+from fusion_ros.scenes import render_pair  # noqa: E402
+
+DOMAIN = 100  # above test_node.py's domains (20..99), so parallel runs do not cross-talk
+RGB_WH, THERMAL_WH = (320, 256), (160, 128)
+
+
+def _image(encoding: str, pixels: np.ndarray, stamp_ns: int) -> Image:
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.height, msg.width = pixels.shape[:2]
+    msg.encoding = encoding
+    msg.step = pixels.strides[0]
+    msg.data = pixels.tobytes()
+    return msg
+
+
+@pytest.mark.slow
+def test_auto_registration_converges_without_stalling_fusion() -> None:
+    truth = random_rig_homography(np.random.default_rng(7), RGB_WH, THERMAL_WH, rotation_deg=2.0,
+                                  scale_range=(0.9, 1.15), translation=0.05, perspective=0.005)
+    start = [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0]  # the resolution ratio only
+    frames = []
+    for t in (0.5, 1.5, 2.5):
+        th, rgb = render_pair(t, RGB_WH[1], RGB_WH[0], seed=2)
+        frames.append((np.ascontiguousarray(thermal_view(th, truth, THERMAL_WH)), rgb))
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    overrides = [Parameter("registration.auto", value=True), Parameter("registration.auto_frames", value=2),
+                 Parameter("registration.auto_interval", value=1.0), Parameter("registration.auto_min_confidence", value=0.0),
+                 Parameter("registration.homography", value=start)]
+    node = FusionNode("fusion_node_auto", context=ctx, parameter_overrides=overrides)
+    tester = rclpy.create_node("auto_tester", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(tester)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)])
+    spinner.start()
+    fused_while_estimating = []
+    tester.create_subscription(Image, "fused/image_raw",
+                               lambda m: fused_while_estimating.append(node._auto.registrar.estimating), 50)
+    thermal_pub = tester.create_publisher(Image, "thermal/image_raw", qos_profile_sensor_data)
+    rgb_pub = tester.create_publisher(Image, "rgb/image_raw", qos_profile_sensor_data)
+    try:
+        stamp = 1_700_000_000_000_000_000
+        deadline = time.monotonic() + 120.0
+        while node._auto.registrar.updates == 0 and time.monotonic() < deadline:
+            thermal, rgb = frames[(stamp // 700_000_000) % len(frames)]
+            thermal_pub.publish(_image("mono16", thermal, stamp))
+            rgb_pub.publish(_image("rgb8", rgb, stamp))
+            stamp += 700_000_000
+            time.sleep(0.2)
+        assert node._auto.registrar.updates >= 1, node._auto.registrar.last_message
+        assert_deadline = time.monotonic() + 10.0
+        while list(node.get_parameter("registration.homography").value) == start and time.monotonic() < assert_deadline:
+            time.sleep(0.1)
+        applied = np.array(node.get_parameter("registration.homography").value).reshape(3, 3)
+        assert corner_error(applied, truth, THERMAL_WH) < corner_error(np.array(start).reshape(3, 3), truth, THERMAL_WH) / 3
+        assert any(fused_while_estimating), "no fused frame was published while the estimator was running"
+    finally:
+        stop.set()
+        spinner.join(10)
+        executor.remove_node(node)
+        executor.remove_node(tester)
+        tester.destroy_node()
+        node.destroy_node()
+        executor.shutdown(timeout_sec=1)
+        rclpy.shutdown(context=ctx)
