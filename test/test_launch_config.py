@@ -185,6 +185,7 @@ def test_params_file_applies_to_a_namespaced_node_only_with_the_wildcard_key(tmp
     rclpy = pytest.importorskip("rclpy")
     from rclpy.context import Context
 
+    from fusion_ros.registry import DEFAULT_METHOD
     from fusion_ros.ros.node import FusionNode
     from fusion_ros.ui.logic import export_yaml
 
@@ -200,7 +201,7 @@ def test_params_file_applies_to_a_namespaced_node_only_with_the_wildcard_key(tmp
         node = FusionNode(context=context, namespace="/robot1/thermal")
         try:
             got = (node.get_parameter("sync.slop").value, node.get_parameter("method").value)
-            assert got == ((0.07, "average") if applies else (0.05, "pyramid"))
+            assert got == ((0.07, "average") if applies else (0.05, DEFAULT_METHOD))
         finally:
             node.destroy_node()
     finally:

@@ -436,7 +436,7 @@ def test_fifty_back_to_back_switches_while_streaming(ros):
     with _StreamThread(ros) as stream:
         assert wait_until(lambda: len(stream.stamps) > 5)
         first, sent_before = len(ros.fused), len(stream.stamps)
-        names = ["average", "pyramid"] * 25
+        names = ["average", registry.DEFAULT_METHOD] * 25  # ends on the default, as the other tests expect
         results = [ros.ros2_param_set("method", name) for name in names]
         assert all(r.successful for r in results), [r.reason for r in results if not r.successful][:3]
         assert wait_until(lambda: not ros.node.worker.loading and ros.node.method_state.method == names[-1])
@@ -672,7 +672,7 @@ def test_cuda_without_cuda_warns_and_runs_on_cpu(context):
     node = FusionNode("fusion_node_cuda", context=context, parameter_overrides=[Parameter("device", value="cuda")])
     try:
         assert node.get_parameter("device").value == "cpu"
-        assert (node.method_state.method, node.method_state.state, node.method_state.device) == ("pyramid", "ready", "cpu")
+        assert (node.method_state.method, node.method_state.state, node.method_state.device) == (registry.DEFAULT_METHOD, "ready", "cpu")
     finally:
         node.destroy_node()
 
