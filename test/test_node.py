@@ -888,7 +888,7 @@ class _CameraPair:
 
 
 def double_sigint_runs(gaps_ms: tuple[int, ...], runs: int, domain: int, cwd: Path) -> list[tuple[int, int, int, str]]:
-    """Start fusion_node (pyramid), wait until it has fused frames, send SIGINT twice ``gap`` ms
+    """Start fusion_node (the default method), wait until it has fused frames, send SIGINT twice ``gap`` ms
     apart; returns (gap, run, exit code, stderr tail) of every run."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"), PYTHONFAULTHANDLER="1")
@@ -921,7 +921,7 @@ def double_sigint_runs(gaps_ms: tuple[int, ...], runs: int, domain: int, cwd: Pa
 
 @pytest.mark.slow
 def test_double_sigint_while_fusing_exits_cleanly(tmp_path):
-    """Two Ctrl-C 0-50 ms apart while pyramid fuses 640x512 frames: exit 0, no abort
+    """Two Ctrl-C 0-50 ms apart while the default method fuses 640x512 frames: exit 0, no abort
     ("terminate called without an active exception") and no publish into a dead context.
     FUSION_ROS_SIGINT_RUNS=20 runs the issue's full 20 x 4 (minutes)."""
     runs = int(os.environ.get("FUSION_ROS_SIGINT_RUNS", "2"))
