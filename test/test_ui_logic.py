@@ -180,7 +180,7 @@ def test_export_is_a_ros_parameters_file_for_the_node() -> None:
     params = logic.node_parameters("pyramid", {"pyramid": {"levels": 3, "saliency": 2}}, thermal)
     text = logic.export_yaml(params)
     doc = yaml.safe_load(text)
-    section = doc["fusion_node"]["ros__parameters"]
+    section = doc["/**/fusion_node"]["ros__parameters"]  # any namespace: launch's namespace:= must not drop it
     assert section["method"] == "pyramid"
     assert section["pyramid"] == {"levels": 3, "saliency": 2.0, "detail_gain": 1.0}
     # ROS types parameters by their YAML form: a double must be written as one.
