@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.deps-installed
 PKG    := $(VENV)/.pkg-installed
 # A regular (not editable) install, so share/fusion_ros (launch, config, ament marker) and
 # lib/fusion_ros (ros2 run / launch_ros executables) exist in the venv as in a ROS install.
-SOURCES := setup.py setup.cfg package.xml $(wildcard fusion_ros/*.py fusion_ros/*/*.py launch/* config/* weights/manifest.toml resource/lib/*)
+SOURCES := setup.py setup.cfg package.xml $(wildcard fusion_ros/*.py fusion_ros/*/*.py fusion_ros/*/*/*.py launch/* config/* weights/manifest.toml resource/lib/*)
 
 .PHONY: setup demo test bench clean
 

@@ -27,6 +27,7 @@ from fusion_ros.detection.ap import ap_from_matches
 from fusion_ros.fuser import Fuser, fused_arrays, visible_planes
 from fusion_ros.imageio import read_thermal, read_visible
 from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.thermal import INDEPENDENT_FRAMES
 
 METHODS = ("average", "max", "pyramid", "balanced")
 BASELINES = ("rgb", "clahe", "average")
@@ -49,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     data = args.shared / "data" / "llvip"
     detectors = {name: load_detector(args.shared / "detectors" / f) for name, f in (("YOLOX-Nano", "yolox_nano.onnx"), ("NanoDet-m", "nanodet_m_416.onnx"))}
-    fusers = {m: Fuser(m, device="cpu") for m in METHODS}
+    fusers = {m: Fuser(m, device="cpu", thermal=INDEPENDENT_FRAMES) for m in METHODS}
     names = sorted(p.stem for p in (data / "labels").glob("*.xml"))
     inputs = ("rgb", "clahe", "rgb-exposed", "thermal", *METHODS)
     matches = {(i, d): [] for i in inputs for d in detectors}

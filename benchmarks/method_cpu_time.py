@@ -19,6 +19,7 @@ import torch
 from fusion_ros.fuser import Fuser
 from fusion_ros.runtime import tune_malloc
 from fusion_ros.scenes import render_pair
+from fusion_ros.thermal import INDEPENDENT_FRAMES
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     tune_malloc()
     width, height = (int(v) for v in args.size.split("x"))
     thermal, rgb = render_pair(3.0, height, width)
-    fusers = {m: Fuser(m, device="cpu") for m in args.methods.split(",")}
+    fusers = {m: Fuser(m, device="cpu", thermal=INDEPENDENT_FRAMES) for m in args.methods.split(",")}
     times: dict[str, list[float]] = {m: [] for m in fusers}
     for _ in range(3):
         for f in fusers.values():

@@ -27,6 +27,7 @@ from fusion_ros.imageio import read_image, read_thermal
 from fusion_ros.metrics import qabf, ssim_index
 from fusion_ros.registration import RegistrationError, estimate_homography, EstimatorConfig
 from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.thermal import INDEPENDENT_FRAMES
 
 SIZE = (640, 512)
 
@@ -62,7 +63,7 @@ def main() -> None:
         print("fusion_ros.detection is not available here: fusion metrics only")
     rng = np.random.default_rng(0)
     angles = rng.uniform(0, 2 * math.pi, len(names))
-    fuse = Fuser(DEFAULT_METHOD)
+    fuse = Fuser(DEFAULT_METHOD, thermal=INDEPENDENT_FRAMES)
     print(f"method {DEFAULT_METHOD}, {len(names)} LLVIP pairs at {SIZE[0]}x{SIZE[1]}")
     print("offset px | registration | Qabf  | SSIM(vis) | SSIM(ir) | AP50 | corner err px | refused")
     for d in [float(x) for x in args.offsets.split(",")]:

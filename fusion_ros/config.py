@@ -60,7 +60,8 @@ class RegistrationConfig:
 
     Attributes:
         homography: 9 row-major numbers mapping thermal pixel (x, y, 1) to RGB pixel; ``None``
-            (also what the identity and all zeros become) means "the same pixel grid".
+            (also what the identity becomes) means "the same pixel grid"; all zeros, NaN/inf or a
+            singular matrix are refused.
         resize: with no homography, accept thermal and RGB frames of different sizes and stretch
             the thermal frame over the RGB one — only right for co-boresighted cameras with the
             same field of view. Without it such a pair is refused (:meth:`check`), in the node,
@@ -72,7 +73,7 @@ class RegistrationConfig:
 
     def __post_init__(self) -> None:
         if self.homography is not None:
-            # Registration owns the homography rules (9 numbers, not singular; identity = none).
+            # Registration owns the homography rules (9 finite numbers, not all zero, not singular; identity = none).
             object.__setattr__(self, "homography", Registration(self.homography).homography)
 
     def mismatch(self, thermal_hw: Sequence[int], visible_hw: Sequence[int]) -> str | None:
@@ -280,8 +281,9 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               range=(1, 1000)),
     ParamSpec("sync.slop", 0.05, "largest thermal/RGB stamp difference of a pair, in seconds, exclusive (message_filters' slop); "
               "each message pairs with its nearest partner; live", range=(1e-6, 10.0)),
-    ParamSpec("sync.jump_back", 1.0, "seconds a stamp must go back to count as a time jump (bag loop, sim reset): pairing "
-              "restarts; keep it below the length of a looped bag; live", range=(1e-3, 3600.0)),
+    ParamSpec("sync.jump_back", 1.0, "seconds a stamp must differ (either way) from the newest stamp to be held as a "
+              "possible time jump: 3 messages that agree restart pairing (bag loop, clock reset, driver restart, "
+              "long pause), 3 of the current time line first drop it as a wrong stamp; live", range=(1e-3, 3600.0)),
     ParamSpec("thermal.normalization", _THERMAL.normalization, "thermal to [0,1]: auto (8-bit as is, 16-bit/float by percentile "
               "window), percentile (always the window from percentiles), fixed (thermal.window); live", choices=NORMALIZATIONS),
     ParamSpec("thermal.low_percentile", _THERMAL.low_percentile, "lower percentile of the thermal window (auto/percentile); live",
@@ -326,6 +328,14 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               "Where other busy processes share the cores, fewer threads avoid contention; restart to change",
               range=(0, 256), read_only=True),
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages; restart to change", range=(0.1, 60.0), read_only=True),
+    ParamSpec("diagnostics.silent_warn", 5.0, "seconds without a message on an input (after start) before /diagnostics "
+              "says WARN with the likely reason (incompatible QoS, topic name); restart to change", range=(0.5, 3600.0),
+              read_only=True),
+    ParamSpec("diagnostics.silent_error", 30.0, "seconds without a published fused frame (after start) before /diagnostics "
+              "says ERROR; restart to change", range=(1.0, 86400.0), read_only=True),
+    ParamSpec("input.max_pixels", 8_388_608, "largest accepted thermal or RGB image in pixels (8 Mpx: 4K UHD fits); larger "
+              "ones are rejected and counted, so one huge frame cannot grow the node's memory for good; live",
+              range=(1, 1_000_000_000)),
 )  # fmt: skip
 _FIXED = {spec.name: spec for spec in _FIXED_SPECS}
 

@@ -218,7 +218,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
 
     from fusion_ros.config import FusionConfig
     from fusion_ros.fuser import Fuser
-    from fusion_ros.thermal import ThermalConfig
+    from fusion_ros.thermal import INDEPENDENT_FRAMES
 
     get_convention(config.preset)  # an unknown preset fails here, before any work
     bad = [m for m in config.metrics if m not in METRICS]
@@ -237,11 +237,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True, out_dir: Path | No
         pairs = pairs[: config.limit]
     study = DetectionStudy.open(config.detection, config.data, labels) if config.detection else None
 
-    # The pairs are unrelated images, not a stream: every thermal frame on its own window (smoothing 0).
+    # The pairs are unrelated images, not a stream.
     fusers = {
         m: Fuser.from_config(FusionConfig.create(
             m, device=config.device, options=dict(config.options.get(m, {})), weights_dir=config.weights_dir,
-            thermal=ThermalConfig(smoothing=0.0),
+            thermal=INDEPENDENT_FRAMES,
         ))  # fmt: skip
         for m in config.methods
     }

@@ -13,7 +13,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["tune_malloc"]
+__all__ = ["trim_heap", "tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -42,3 +42,18 @@ def tune_malloc() -> bool:
     ok_mmap = mallopt(_M_MMAP_MAX, 0) == 1
     ok_trim = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
     return ok_mmap and ok_trim
+
+
+def trim_heap() -> bool:
+    """Return the heap's free memory to the OS now (``malloc_trim(0)``), e.g. after one huge frame
+    that the :func:`tune_malloc` settings would otherwise keep for the process's lifetime.
+    Returns whether memory was released; a no-op on non-glibc systems."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    return malloc_trim(0) == 1

@@ -7,9 +7,17 @@ bites users of message_filters with a camera pair:
 
 * **nearest stamp, each message at most once**: a message is paired with the partner nearest in
   time, never with a farther one that happened to arrive first, and never used twice;
-* **time jumps**: when stamps jump back (a bag played in a loop, a simulator reset) the queues
-  are cleared and pairing starts over, where message_filters stalls until the new stamps catch up
-  with the stale ones it still holds; late messages from before the jump are discarded;
+* **time jumps and wrong stamps**: a stamp more than ``jump_back_s`` away from the newest one
+  seen, in either direction, or older than its stream's previous one, is held until the next
+  messages decide: if :data:`CONFIRM` of them agree
+  with it, time really jumped (a bag played in a loop, a clock reset, a driver restart, sim time
+  starting, a long pause) and pairing restarts from the held messages, where message_filters
+  stalls until the new stamps catch up with the stale ones it still holds; if
+  :data:`CONFIRM` messages of the current time line come first, it was a wrong stamp (a
+  stamp of 0, a year-2036 outlier, a message from before a jump delivered late) and only that
+  message is dropped (an exact duplicate is dropped at once). So one wrong stamp costs that
+  message, and a jump — even one shorter than ``jump_back_s``, such as a short looped bag — a
+  few frames of delay;
 * **drops are counted by reason**, so a user can tell a slop that is too small from an overloaded
   model from a clock problem.
 
@@ -22,11 +30,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Callable, Generic, Literal, TypeVar
 
 from fusion_ros.errors import ConfigError
 
 __all__ = [
+    "CONFIRM",
     "DROP_REASONS",
     "header_stamp_ns",
     "NO_PARTNER",
@@ -34,6 +43,7 @@ __all__ = [
     "QUEUE_OVERFLOW",
     "RGB",
     "STREAMS",
+    "STAMP_OUTLIER",
     "SUPERSEDED",
     "THERMAL",
     "TIME_JUMP",
@@ -55,9 +65,15 @@ QUEUE_OVERFLOW = "queue_overflow"
 SUPERSEDED = "superseded"
 #: A stamp not newer than the previous one of the same stream (a duplicate or reordered message).
 OUT_OF_ORDER = "out_of_order"
-#: Queued when stamps jumped back, or a late message from before the jump.
+#: Queued when time jumped (or :meth:`ApproximateTimeSynchronizer.reset` was called): it cannot pair any more.
 TIME_JUMP = "time_jump"
-DROP_REASONS = (NO_PARTNER, QUEUE_OVERFLOW, SUPERSEDED, OUT_OF_ORDER, TIME_JUMP)
+#: A stamp far from the current time line that the following messages did not confirm (a wrong stamp).
+STAMP_OUTLIER = "stamp_outlier"
+DROP_REASONS = (NO_PARTNER, QUEUE_OVERFLOW, SUPERSEDED, OUT_OF_ORDER, TIME_JUMP, STAMP_OUTLIER)
+
+#: Messages that must agree before a far stamp counts as a time jump rather than a wrong stamp.
+#: Three, so that one wrongly stamped *pair* (two messages) is still treated as wrong.
+CONFIRM = 3
 
 # How many recent inter-frame gaps estimate a stream's shortest frame period.
 _GAP_HISTORY = 8
@@ -124,9 +140,11 @@ class ApproximateTimeSynchronizer(Generic[T]):
         queue_size: messages kept per stream while waiting for a partner (message_filters'
             ``queue_size``); the oldest is dropped when full.
         slop_s: largest stamp difference of a pair, exclusive, in seconds.
-        jump_back_s: a stamp this much older than the newest one seen on either stream is a time
-            jump (bag loop, simulator reset) and restarts pairing. Smaller steps back are treated
-            as reordered messages and dropped.
+        jump_back_s: a stamp this much before or after the newest one seen on either stream is
+            far: a time jump if the next messages confirm it, else a wrong stamp (see the module
+            docstring). Smaller steps back are reordered messages and dropped.
+        on_jump: called with the size of each confirmed jump in ns (negative: back), after the
+            queues were cleared, so the caller can log it once; not called by :meth:`reset`.
 
     Pairing rule, for the oldest queued message ``x`` and the oldest message ``y`` of the other
     stream (``y`` is ``x``'s nearest possible partner, since stamps only increase): ``x`` is dropped
@@ -134,13 +152,22 @@ class ApproximateTimeSynchronizer(Generic[T]):
     ``y``; otherwise ``x`` and ``y`` pair.
     """
 
-    def __init__(self, queue_size: int = 10, slop_s: float = 0.05, jump_back_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        queue_size: int = 10,
+        slop_s: float = 0.05,
+        jump_back_s: float = 1.0,
+        on_jump: Callable[[int], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[_Entry[T]]] = {s: deque() for s in STREAMS}
         self._newest: dict[str, int | None] = {s: None for s in STREAMS}
         self._gaps: dict[str, deque[int]] = {s: deque(maxlen=_GAP_HISTORY) for s in STREAMS}
-        # Largest stamp seen before the last time jump: arrivals near it are stragglers.
-        self._old_epoch_max: int | None = None
+        # Far-stamped messages waiting for the verdict (jump or wrong stamp), and how many
+        # messages of the current time line arrived since the first of them.
+        self._held: list[tuple[Stream, _Entry[T]]] = []
+        self._votes_current = 0
+        self._on_jump = on_jump
         self._pairs = 0
         self._resets = 0
         self._received = {s: 0 for s in STREAMS}
@@ -210,9 +237,14 @@ class ApproximateTimeSynchronizer(Generic[T]):
             )
 
     def queued(self) -> dict[str, int]:
-        """Messages waiting per stream (never more than ``queue_size``)."""
+        """Messages waiting for a partner per stream (never more than ``queue_size``)."""
         with self._lock:
             return {s: len(q) for s, q in self._queues.items()}
+
+    def held(self) -> int:
+        """Far-stamped messages held until the next ones tell a time jump from a wrong stamp (< :data:`CONFIRM`)."""
+        with self._lock:
+            return len(self._held)
 
     def count_superseded(self, pairs: int = 1) -> None:
         """Book ``pairs`` emitted pairs that a consumer replaced before using them (latest-wins)."""
@@ -226,14 +258,15 @@ class ApproximateTimeSynchronizer(Generic[T]):
     # -- pairing -------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget queued messages and stamp history (counted as ``time_jump``); e.g. on a ROS clock jump."""
+        """Forget queued and held messages and the stamp history (counted as ``time_jump``); e.g.
+        on a ROS clock jump: the next message starts a new time line."""
         with self._lock:
+            for stream, entry in self._held:
+                self._drop(TIME_JUMP, stream)
+            self._held.clear()
             self._reset_locked()
-            self._old_epoch_max = None
 
     def _reset_locked(self) -> None:
-        newest = [s for s in self._newest.values() if s is not None]
-        self._old_epoch_max = max(newest) if newest else None
         for stream in STREAMS:
             n = len(self._queues[stream])
             if n:
@@ -241,6 +274,7 @@ class ApproximateTimeSynchronizer(Generic[T]):
             self._queues[stream].clear()
             self._newest[stream] = None
             self._gaps[stream].clear()
+        self._votes_current = 0
         self._resets += 1
 
     def add(self, stream: Stream, stamp_ns: int, msg: T) -> list[Pair[T]]:
@@ -250,34 +284,70 @@ class ApproximateTimeSynchronizer(Generic[T]):
         stamp = int(stamp_ns)
         with self._lock:
             self._received[stream] += 1
-            known = [s for s in self._newest.values() if s is not None]
-            newest_any = max(known) if known else None
-            if newest_any is not None and stamp < newest_any - self._jump_ns:
-                self._reset_locked()
-            elif (
-                self._old_epoch_max is not None
-                and newest_any is not None
-                and newest_any + self._jump_ns < stamp < self._old_epoch_max + self._jump_ns
-            ):
-                # Far ahead of the new epoch but near the old one: a message sent before the jump
-                # and delivered after it (the other topic's callback ran late).
-                self._drop(TIME_JUMP, stream)
-                return []
             last = self._newest[stream]
-            if last is not None and stamp <= last:
+            if last is not None and stamp == last:  # a duplicate: never worth holding
                 self._drop(OUT_OF_ORDER, stream)
                 return []
-            if last is not None:
-                self._gaps[stream].append(stamp - last)
-            self._newest[stream] = stamp
-            if self._old_epoch_max is not None and stamp > self._old_epoch_max:
-                self._old_epoch_max = None
-            queue = self._queues[stream]
-            queue.append(_Entry(stamp, msg))
-            if len(queue) > self._queue_size:
-                queue.popleft()
-                self._drop(QUEUE_OVERFLOW, stream)
-            return self._match()
+            known = [s for s in self._newest.values() if s is not None]
+            newest_any = max(known) if known else None
+            fits = newest_any is None or (abs(stamp - newest_any) <= self._jump_ns and (last is None or stamp > last))
+            if fits:
+                pairs = self._accept(stream, stamp, msg)
+                if self._held:
+                    self._votes_current += 1
+                    if self._votes_current >= CONFIRM:  # the current time line goes on: the held stamps were wrong
+                        self._drop_held()
+                return pairs
+            # Far from the current time line, or back in time: hold it with the messages that agree with it.
+            if self._held and not self._agrees_with_held(stream, stamp):
+                if any(s == stream and e.stamp >= stamp for s, e in self._held) and abs(stamp - self._held[-1][1].stamp) <= self._jump_ns:
+                    self._drop(OUT_OF_ORDER, stream)  # a duplicate or reordered message of the held time line
+                    return []
+                self._drop_held()
+            self._held.append((stream, _Entry(stamp, msg)))
+            if len(self._held) < CONFIRM:
+                return []
+            held, self._held = self._held, []
+            jumped = held[0][1].stamp - (newest_any if newest_any is not None else held[0][1].stamp)
+            self._reset_locked()
+            pairs = []
+            for s, entry in held:
+                pairs += self._accept(s, entry.stamp, entry.msg)
+        if self._on_jump is not None:
+            self._on_jump(jumped)
+        return pairs
+
+    def _agrees_with_held(self, stream: str, stamp: int) -> bool:
+        """Near the newest held stamp and newer than the held messages of its own stream."""
+        return abs(stamp - self._held[-1][1].stamp) <= self._jump_ns and all(
+            e.stamp < stamp for s, e in self._held if s == stream
+        )
+
+    def _drop_held(self) -> None:
+        """The held messages were wrong: far ones are outliers, near ones reordered messages."""
+        newest = [s for s in self._newest.values() if s is not None]
+        newest_any = max(newest) if newest else None
+        for s, entry in self._held:
+            far = newest_any is None or abs(entry.stamp - newest_any) > self._jump_ns
+            self._drop(STAMP_OUTLIER if far else OUT_OF_ORDER, s)
+        self._held.clear()
+        self._votes_current = 0
+
+    def _accept(self, stream: Stream, stamp: int, msg: T) -> list[Pair[T]]:
+        """Queue a message of the current time line and return the pairs it completes."""
+        last = self._newest[stream]
+        if last is not None and stamp <= last:
+            self._drop(OUT_OF_ORDER, stream)
+            return []
+        if last is not None:
+            self._gaps[stream].append(stamp - last)
+        self._newest[stream] = stamp
+        queue = self._queues[stream]
+        queue.append(_Entry(stamp, msg))
+        if len(queue) > self._queue_size:
+            queue.popleft()
+            self._drop(QUEUE_OVERFLOW, stream)
+        return self._match()
 
     def _match(self) -> list[Pair[T]]:
         pairs: list[Pair[T]] = []

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fusion_ros.color import BT601
 from fusion_ros.errors import InputError
 
 __all__ = ["FlickerMeter"]
 
-_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_BT601 = np.array(BT601, dtype=np.float32)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

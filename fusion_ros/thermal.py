@@ -16,7 +16,7 @@ import torch
 from fusion_ros.device import array_to_device
 from fusion_ros.errors import ConfigError, InputError
 
-__all__ = ["NORMALIZATIONS", "THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
+__all__ = ["INDEPENDENT_FRAMES", "NORMALIZATIONS", "THERMAL_DTYPES", "ThermalConfig", "ThermalNormalizer"]
 
 #: Thermal array dtypes the core accepts (mono8 / mono16 counts / 32FC1 temperatures).
 THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
@@ -67,6 +67,11 @@ class ThermalConfig:
             raise ConfigError(f"thermal window needs 2 numbers, high > low, got {tuple(self.window)}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ConfigError(f"thermal smoothing must be in [0, 1), got {self.smoothing}")
+
+
+#: For images that are not a stream (a dataset, a folder of unrelated pairs): every thermal frame
+#: normalised on its own window, so one image never leaks into the next one's brightness.
+INDEPENDENT_FRAMES = ThermalConfig(smoothing=0.0)
 
 
 class ThermalNormalizer:

@@ -4,8 +4,10 @@
     ros2 launch fusion_ros fuse.launch.py --show-args
 
 The node reads config/fusion.yaml (every parameter documented there); the launch arguments
-override the most common ones. FASTDDS_DEFAULT_PROFILES_FILE is set to the shipped shared-memory
-profile so camera-sized images reach the node: start your camera drivers with the same profile.
+override the most common ones. The node gets FASTDDS_DEFAULT_PROFILES_FILE set to the shipped
+shared-memory profile so camera-sized images reach it (start your camera drivers with the same
+profile), unless fastdds_profile:=keep (or an empty value from an including launch file) leaves the
+environment's setting as it is.
 """
 
 import os
@@ -22,15 +24,23 @@ def _sibling(topic, name):
     return PythonExpression(["'/'.join('", topic, "'.split('/')[:-1] + ['", name, "'])"])
 
 
+#: fastdds_profile values that leave FASTDDS_DEFAULT_PROFILES_FILE as the environment has it. ``ros2 launch``
+#: refuses ``name:=`` with nothing after it, so the command line says ``keep``; an including launch file may pass ''.
+_KEEP_PROFILE = ("", "keep")
+
+
 def _fusion_node(context):
     """The node. ``method`` and ``device`` override the params file only when given: a default here would
-    silently replace the file's choice (e.g. a file exported by ``fusion-ros ui``)."""
+    silently replace the file's choice (e.g. a file exported by ``fusion-ros ui``). The Fast DDS profile is
+    set for the node only, and never to an empty path (Fast DDS would fail to parse it)."""
     given = {
         "method": LaunchConfiguration("method").perform(context),
         "device": LaunchConfiguration("device").perform(context),
     }
     overrides = {name: value for name, value in given.items() if value}
     overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context) == "true"
+    profile = LaunchConfiguration("fastdds_profile").perform(context).strip()
+    env = {} if profile in _KEEP_PROFILE else {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
     rgb_topic = LaunchConfiguration("rgb_topic")
     fused_topic = LaunchConfiguration("fused_topic")
     return [
@@ -41,6 +51,7 @@ def _fusion_node(context):
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
+            additional_env=env,
             parameters=[LaunchConfiguration("params_file"), overrides],
             remappings=[
                 ("thermal/image_raw", LaunchConfiguration("thermal_topic")),
@@ -75,20 +86,22 @@ def generate_launch_description():
                               "the RGB camera_info is republished on its sibling topic camera_info"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its relative topics"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "fusion.yaml"),
-                              description="parameters YAML (fusion_node: ros__parameters: ...)"),
+                              description="parameters YAML keyed /**/fusion_node (any namespace; a plain fusion_node: "
+                              "key is ignored once namespace:= is set): /**/fusion_node: ros__parameters: ..."),
         DeclareLaunchArgument("device", default_value="",
-                              description="compute device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N; "
-                              "empty: the params file's (auto in the shipped one)"),
+                              description="compute device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N "
+                              "(without CUDA the node warns and runs on CPU); empty: the params file's (auto in the shipped one)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="use /clock (bag replay with --clock, simulators)"),
         DeclareLaunchArgument("fastdds_profile", default_value=os.path.join(share, "config", "fastdds_shm.xml"),
-                              description="Fast DDS XML profile for large images over shared memory; empty to keep the environment's"),
+                              description="Fast DDS XML profile the node uses (large images over shared memory); keep: "
+                              "leave FASTDDS_DEFAULT_PROFILES_FILE as the environment has it (an including launch file "
+                              "may also pass an empty value)"),
     ]
     return LaunchDescription(
         args
         + [
             SetEnvironmentVariable("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
-            SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
             OpaqueFunction(function=_fusion_node),
         ]
     )

@@ -208,6 +208,7 @@ def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_replay_loop_through_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rclpy = pytest.importorskip("rclpy")
     from fusion_ros.ros.player import TopicRecorder, spinning

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fusion_ros
 
 PACKAGE = Path(fusion_ros.__file__).resolve().parent
@@ -67,6 +69,7 @@ def _core_modules() -> tuple[list[str], list[str]]:
     return modules, sorted(m for m in script_imports if m.startswith("fusion_ros"))
 
 
+@pytest.mark.slow
 def test_every_core_module_imports_without_rclpy() -> None:
     modules, script_imports = _core_modules()
     assert {"fusion_ros.config", "fusion_ros.fuser", "fusion_ros.bag", "fusion_ros.bag_fusion", "fusion_ros.image_msgs"} <= set(modules)

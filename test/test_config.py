@@ -74,9 +74,13 @@ def test_availability_is_checked_once_and_only_when_asked(tmp_path) -> None:
         build_config({"method": needs, "weights_dir": str(tmp_path)})
 
 
-def test_identity_and_zero_homographies_mean_the_same_grid() -> None:
+def test_identity_means_the_same_grid_and_zero_or_non_finite_homographies_are_refused() -> None:
     identity = RegistrationConfig((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    assert identity == RegistrationConfig((0.0,) * 9) == RegistrationConfig()
+    assert identity == RegistrationConfig()
+    with pytest.raises(ConfigError, match="all zeros"):  # once silently the identity (issue 13)
+        RegistrationConfig((0.0,) * 9)
+    with pytest.raises(ConfigError, match="non-finite"):  # once accepted: every fused frame black
+        RegistrationConfig((1.0, 0.0, float("nan"), 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     assert build_config({"registration.homography": [1, 0, 0, 0, 1, 0, 0, 0, 1]}).registration.homography is None
 
 

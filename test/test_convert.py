@@ -20,9 +20,6 @@ from fusion_ros.image_msgs import (
     visible_from_msg,
 )
 
-RNG = np.random.default_rng(0)
-
-
 def pack(pixels: np.ndarray, pad: int = 0, big_endian: bool = False) -> tuple[int, bytes]:
     """Rows of ``pixels`` as a message would carry them: optional byte order swap and row padding."""
     h = pixels.shape[0]
@@ -34,13 +31,22 @@ def pack(pixels: np.ndarray, pad: int = 0, big_endian: bool = False) -> tuple[in
     return step, out.tobytes()
 
 
-THERMAL_CASES = {
-    "mono8": RNG.integers(0, 256, (5, 7), dtype=np.uint8),
-    "8UC1": RNG.integers(0, 256, (5, 7), dtype=np.uint8),
-    "mono16": RNG.integers(20000, 40000, (5, 7), dtype=np.uint16),
-    "16UC1": RNG.integers(0, 65536, (5, 7), dtype=np.uint16),
-    "32FC1": np.where(RNG.random((5, 7)) < 0.1, np.nan, RNG.normal(25, 5, (5, 7))).astype(np.float32),
-}
+def _thermal_cases(seed: int = 0) -> dict[str, np.ndarray]:
+    """One small image per thermal encoding (read-only: shared by the tests)."""
+    rng = np.random.default_rng(seed)
+    cases = {
+        "mono8": rng.integers(0, 256, (5, 7), dtype=np.uint8),
+        "8UC1": rng.integers(0, 256, (5, 7), dtype=np.uint8),
+        "mono16": rng.integers(20000, 40000, (5, 7), dtype=np.uint16),
+        "16UC1": rng.integers(0, 65536, (5, 7), dtype=np.uint16),
+        "32FC1": np.where(rng.random((5, 7)) < 0.1, np.nan, rng.normal(25, 5, (5, 7))).astype(np.float32),
+    }
+    for pixels in cases.values():
+        pixels.setflags(write=False)
+    return cases
+
+
+THERMAL_CASES = _thermal_cases()
 
 
 @pytest.mark.parametrize("encoding", THERMAL_ENCODINGS)
@@ -73,8 +79,9 @@ def test_accepts_every_data_container(data_type):
 @pytest.mark.parametrize("encoding", RGB_ENCODINGS)
 @pytest.mark.parametrize("pad", [0, 5])
 def test_visible_decode_gives_rgb_and_encode_restores_the_encoding(encoding, pad):
-    rgb = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)
-    alpha = RNG.integers(0, 256, (4, 6), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (4, 6), dtype=np.uint8)
     raw = {
         "rgb8": rgb,
         "bgr8": rgb[..., ::-1],
@@ -96,7 +103,7 @@ def test_visible_decode_gives_rgb_and_encode_restores_the_encoding(encoding, pad
 
 
 def test_encode_rgba_from_compressed_is_opaque():
-    vis = decode_compressed("rgba8; png compressed rgba8", _png(RNG.integers(0, 256, (3, 4, 3), dtype=np.uint8)))
+    vis = decode_compressed("rgba8; png compressed rgba8", _png(np.random.default_rng(2).integers(0, 256, (3, 4, 3), dtype=np.uint8)))
     enc = encode_visible(np.ascontiguousarray(vis.rgb), vis)
     assert enc.encoding == "rgba8"
     assert (enc.data.reshape(3, 4, 4)[..., 3] == 255).all()
@@ -128,7 +135,7 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     ],
 )
 def test_compressed_png_decodes_exactly(fmt, expected_encoding):
-    rgb = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
     vis = decode_compressed(fmt, array.array("B", _png(rgb)))
     assert vis.encoding == expected_encoding
     if expected_encoding == "mono8":
@@ -190,7 +197,7 @@ class _Msg:
 def test_from_msg_wrappers_work_on_rosbags_style_messages():
     thermal = THERMAL_CASES["mono16"]
     np.testing.assert_array_equal(thermal_from_msg(_Msg("mono16", thermal, pad=4)), thermal)
-    rgb = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(4).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(visible_from_msg(_Msg("bgr8", np.ascontiguousarray(rgb[..., ::-1]))).rgb, rgb)
 
 

@@ -15,6 +15,7 @@ import fusion_ros
 from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, bag_topics
 
 
+@pytest.mark.slow
 def test_demo_short_run(tmp_path: Path) -> None:
     pytest.importorskip("rclpy")
     out = tmp_path / "demo"

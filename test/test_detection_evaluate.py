@@ -77,6 +77,7 @@ def test_detection_inputs_fail_clearly(labelled: Path, constant_detector: Path, 
     assert "need --detector" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_readme_figure_draws_each_detector_on_rgb_and_fused(constant_detector: Path, tmp_path: Path) -> None:
     from fusion_ros.detection.figure import detection_figure
 

@@ -20,6 +20,7 @@ def _texts(elements: object) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+@pytest.mark.slow
 def test_detector_boxes_and_counts_for_rgb_and_each_method(tmp_path: Path) -> None:
     model = constant_model(
         tmp_path / "two_people.onnx",

@@ -8,22 +8,23 @@ import numpy as np
 import pytest
 import torch
 
+from _tolerance import assert_close_to_reference
 from fusion_ros import Fuser, InputError
 from fusion_ros.color import luma
 from fusion_ros.registry import get_method_class, method_names
 
 WEIGHT_FREE = [n for n in method_names() if get_method_class(n).weights_key is None]
-RNG = np.random.default_rng(0)
 
 
-def _pair(h: int, w: int, thermal_dtype: str = "uint16", colour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _pair(h: int, w: int, thermal_dtype: str = "uint16", colour: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
     if thermal_dtype == "uint8":
-        ir = RNG.integers(0, 256, (h, w), dtype=np.uint8)
+        ir = rng.integers(0, 256, (h, w), dtype=np.uint8)
     elif thermal_dtype == "uint16":
-        ir = RNG.integers(20000, 30000, (h, w), dtype=np.uint16)
+        ir = rng.integers(20000, 30000, (h, w), dtype=np.uint16)
     else:
-        ir = RNG.uniform(-10, 40, (h, w)).astype(np.float32)
-    vis = RNG.integers(0, 256, (h, w, 3) if colour else (h, w), dtype=np.uint8)
+        ir = rng.uniform(-10, 40, (h, w)).astype(np.float32)
+    vis = rng.integers(0, 256, (h, w, 3) if colour else (h, w), dtype=np.uint8)
     return ir, vis
 
 
@@ -50,10 +51,11 @@ def test_nan_temperatures_fuse_without_nan() -> None:
     fuser = Fuser("max", device="cpu")
     out = fuser(ir, vis)
     assert out.shape == vis.shape
-    # NaN pixels map to the coldest value, so max-fusion shows the visible luminance there.
-    grey = vis.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    np.testing.assert_allclose(out[10, 10].astype(float), vis[10, 10].astype(float), atol=1.0)
-    assert np.isfinite(grey).all()
+    # NaN pixels map to the coldest value, so max-fusion shows the visible pixel there (±1 rounding)...
+    nan_block = (slice(5, 20), slice(5, 20))
+    assert np.abs(out[nan_block].astype(int) - vis[nan_block]).max() <= 1
+    # ... while the finite temperatures around it do take part in the fusion.
+    assert np.abs(out[25:, 25:].astype(int) - vis[25:, 25:]).max() > 10
 
 
 def test_all_nan_thermal_is_an_input_error() -> None:
@@ -83,7 +85,7 @@ def test_chroma_is_preserved() -> None:
 def test_grey_in_grey_out_equals_luma_path() -> None:
     """Grey in → grey out, equal to the luminance of the colour path where colours do not clip."""
     ir, _ = _pair(50, 70)
-    base = RNG.integers(60, 190, (50, 70, 1))
+    base = np.random.default_rng(1).integers(60, 190, (50, 70, 1))
     vis = np.clip(base + np.array([8, -4, 6]), 0, 255).astype(np.uint8)  # low-saturation colour
     grey = np.asarray(np.round(vis.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)), np.uint8)
     out_grey = Fuser("pyramid", device="cpu")(ir, grey)
@@ -95,11 +97,12 @@ def test_grey_in_grey_out_equals_luma_path() -> None:
 
 def test_fuse_tensor_batch_matches_single() -> None:
     fuser = Fuser("pyramid", device="cpu")
-    ir = torch.rand(3, 1, 40, 50)
-    vis = torch.rand(3, 3, 40, 50)
+    gen = torch.Generator().manual_seed(0)
+    ir = torch.rand(3, 1, 40, 50, generator=gen)
+    vis = torch.rand(3, 3, 40, 50, generator=gen)
     batch = fuser.fuse_tensor(ir, vis)
     singles = torch.cat([fuser.fuse_tensor(ir[i : i + 1], vis[i : i + 1]) for i in range(3)])
-    torch.testing.assert_close(batch, singles)
+    assert_close_to_reference(batch, singles, what="batch vs one pair at a time")
     assert batch.shape == vis.shape
 
 
@@ -198,7 +201,7 @@ def test_luma_is_bt601() -> None:
 def test_laplacian_pyramid_reconstructs_exactly(size: tuple[int, int]) -> None:
     from fusion_ros.methods.classical import laplacian_pyramid, reconstruct
 
-    x = torch.rand(2, 1, *size)
+    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(0))
     bands = laplacian_pyramid(x, 5)
     torch.testing.assert_close(reconstruct(bands), x)
     assert bands[-1].shape[-1] >= 1

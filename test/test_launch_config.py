@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_launch_runs_fusion_node_with_the_shipped_config_and_profile(launch_tree
     remapped = {ast.literal_eval(t.elts[0]) for t in _kw(node, "remappings").elts}
     assert {"thermal/image_raw", "rgb/image_raw", "rgb/camera_info", "fused/image_raw", "fused/camera_info"} <= remapped
     env = {ast.literal_eval(c.args[0]) for c in _calls(launch_tree, "SetEnvironmentVariable")}
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" in env
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in env  # set for the node only, and only when given (see below)
     joined = [ast.unparse(c) for c in _calls(launch_tree, "join")]
     assert any("'config'" in j and "'fusion.yaml'" in j for j in joined)
     assert any("'config'" in j and "'fastdds_shm.xml'" in j for j in joined)
@@ -148,6 +149,65 @@ def test_launch_overrides_the_params_file_only_with_given_arguments(monkeypatch,
     assert node_overrides == overrides
 
 
+def _launched_node(monkeypatch, **given):
+    module = _load_launch_with_stubs(monkeypatch)
+    (entities,) = module.generate_launch_description().args
+    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    assert not any(type(e).__name__ == "SetEnvironmentVariable" and e.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE" for e in entities)
+    (node,) = opaque.kwargs["function"]({**defaults, **given})
+    return node
+
+
+@pytest.mark.parametrize(
+    ("given", "env"),
+    [
+        ({}, {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml")}),  # absent: the shipped profile
+        ({"fastdds_profile": "/etc/my_profile.xml"}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_profile.xml"}),
+        ({"fastdds_profile": "keep"}, {}),  # the command line's way to leave the environment alone
+        ({"fastdds_profile": ""}, {}),  # an including launch file's '': never an empty variable
+        ({"fastdds_profile": "  "}, {}),
+    ],
+)
+def test_fastdds_profile_empty_or_keep_leaves_the_environment_alone(monkeypatch, given, env):
+    assert _launched_node(monkeypatch, **given).kwargs["additional_env"] == env
+
+
+def test_params_file_argument_documents_the_namespace_wildcard_key(launch_tree):
+    (call,) = [c for c in _calls(launch_tree, "DeclareLaunchArgument") if ast.literal_eval(c.args[0]) == "params_file"]
+    assert "/**/fusion_node" in ast.literal_eval(_kw(call, "description"))
+
+
+@pytest.mark.parametrize(("key", "applies"), [("/**/fusion_node", True), ("fusion_node", False)])
+def test_params_file_applies_to_a_namespaced_node_only_with_the_wildcard_key(tmp_path, key, applies):
+    """What rcl does with the key when the launch file's namespace:= is set: the ui's Export
+    settings and config/fusion.yaml write /**/fusion_node, which applies; a bare key would not."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+
+    from fusion_ros.registry import DEFAULT_METHOD
+    from fusion_ros.ros.node import FusionNode
+    from fusion_ros.ui.logic import export_yaml
+
+    text = export_yaml({"sync.slop": 0.07, "method": "average"})
+    if key != "/**/fusion_node":
+        text = text.replace("/**/fusion_node:", f"{key}:").replace("'/**/fusion_node':", f"{key}:")
+    assert f"{key}:" in text or f"'{key}':" in text
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(params)], domain_id=100 + os.getpid() % 100)
+    try:
+        node = FusionNode(context=context, namespace="/robot1/thermal")
+        try:
+            got = (node.get_parameter("sync.slop").value, node.get_parameter("method").value)
+            assert got == ((0.07, "average") if applies else (0.05, DEFAULT_METHOD))
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 # -- config/fusion.yaml -------------------------------------------------------------------------
 
 
@@ -199,3 +259,70 @@ def test_fastdds_profile_has_a_large_shared_memory_segment():
     used = [e.text for e in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
     assert set(used) == set(transports) and any(transports[u].find("d:type", ns).text == "UDPv4" for u in used)
     assert participant.find(".//d:useBuiltinTransports", ns).text == "false"
+
+
+# -- the pip-installed launchers (lib/fusion_ros/*) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def venv_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv laid out as `pip install .` leaves it: the launchers in <venv>/lib/fusion_ros/, the
+    package and its dependencies importable from the venv's own Python only."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    # the project's dependencies (this test's environment) and the package, as if installed here
+    (site / "deps.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n{REPO}\n")
+    lib = venv / "lib" / "fusion_ros"
+    lib.mkdir(parents=True)
+    for launcher in (REPO / "resource" / "lib").iterdir():
+        (lib / launcher.name).write_bytes(launcher.read_bytes())
+        (lib / launcher.name).chmod(0o755)
+    return venv
+
+
+def _foreign_env() -> dict[str, str]:
+    """PATH with only the system's directories (a python3 without fusion_ros, or none), no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    return env
+
+
+def test_installed_cli_launcher_runs_with_a_foreign_path(venv_prefix):
+    import shutil
+    import subprocess
+
+    if shutil.which("python3", path=_foreign_env()["PATH"]) is None:
+        pytest.skip("no python3 on the system PATH to start the launcher's #! line")
+    result = subprocess.run([str(venv_prefix / "lib" / "fusion_ros" / "fusion-ros"), "methods"], env=_foreign_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("pyramid (default)")
+
+
+@pytest.mark.slow
+def test_installed_node_launcher_runs_with_a_foreign_path(venv_prefix, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("rclpy")
+    env = dict(_foreign_env(), ROS_DOMAIN_ID=str(150 + os.getpid() % 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    if shutil.which("python3", path=env["PATH"]) is None:
+        pytest.skip("no python3 on the system PATH to start the launcher's #! line")
+    log = tmp_path / "node.log"
+    with log.open("w") as out:
+        node = subprocess.Popen([str(venv_prefix / "lib" / "fusion_ros" / "fusion_node")], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and node.poll() is None and "fusing with" not in log.read_text():
+            time.sleep(0.2)
+        node.send_signal(signal.SIGINT)
+        rc = node.wait(60)
+    text = log.read_text()
+    assert "fusing with 'pyramid'" in text and rc == 0, text[-2000:]
+    assert "ModuleNotFoundError" not in text

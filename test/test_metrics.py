@@ -41,7 +41,10 @@ def scene() -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:64, 0:80]
     vi = 120 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 8, (64, 80))
     ir = 40 + 180 * np.exp(-((xx - 50) ** 2 + (yy - 30) ** 2) / 120.0) + rng.normal(0, 4, (64, 80))
-    return np.clip(ir, 0, 255).astype(np.uint8), np.clip(vi, 0, 255).astype(np.uint8)
+    ir8, vi8 = np.clip(ir, 0, 255).astype(np.uint8), np.clip(vi, 0, 255).astype(np.uint8)
+    ir8.setflags(write=False)  # shared by the module's tests: read-only
+    vi8.setflags(write=False)
+    return ir8, vi8
 
 
 # ------------------------------------------------------------------ identities

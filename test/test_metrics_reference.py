@@ -49,6 +49,7 @@ def vifb_scores(shared_dir: Path) -> tuple[dict, dict]:
     return ours, ref
 
 
+@pytest.mark.slow
 def test_vifb_preset_reproduces_every_printed_digit(vifb_scores: tuple[dict, dict]) -> None:
     """EN, SD, SF, AG, MI, Qabf, SSIM, PSNR, RMSE on all 21 images × 9 methods, to 5 significant digits.
 
@@ -66,6 +67,7 @@ def test_vifb_preset_reproduces_every_printed_digit(vifb_scores: tuple[dict, dic
     assert not failures, "\n".join(failures[:20])
 
 
+@pytest.mark.slow
 def test_vifb_swinfusion_outputs_differ_from_the_ones_vifb_scored(vifb_scores: tuple[dict, dict]) -> None:
     """VIFB added SwinFusion in 2023 (commit d4089a0). Every one of its 21 stored JPEGs misses VIFB's
     printed values on most metrics by 0.01–1 % while the nine other methods match to every digit
@@ -84,6 +86,7 @@ def test_vifb_swinfusion_outputs_differ_from_the_ones_vifb_scored(vifb_scores: t
     assert exact < 0.2 * 21 * len(VIFB_METRICS)  # if these ever match, fold SwinFusion into the test above
 
 
+@pytest.mark.slow
 def test_cddfuse_preset_reproduces_the_published_sdnet_row_on_tno(shared_dir: Path) -> None:
     """CDDFuse Table 1, TNO, SDNet: EN 6.64, SD 32.66, SF 12.05, MI 1.52, SCD 1.49, VIF 0.56, Qabf 0.44,
     SSIM 1.00 — the 25-image means of ``tno/fused/SDNet`` under the ``cddfuse`` preset.
@@ -123,6 +126,7 @@ TANG_ARTEFACTS = {
 TANG_COLUMNS = ("EN", "SD", "SF", "AG", "MI", "VIF", "CC", "SCD", "Qabf", "PSNR", "MSE")
 
 
+@pytest.mark.slow
 def test_tang_preset_reproduces_the_2022_spreadsheet_per_image(shared_dir: Path) -> None:
     """All 11 columns for SDNet on the 25 TNO images, artefacts included (reproduced, not excluded).
 

@@ -50,6 +50,7 @@ def test_package_xml_is_format3_ament_python() -> None:
     assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "launch_ros"} <= deps
 
 
+@pytest.mark.slow
 def test_colcon_install_tree(colcon_install: Path) -> None:
     share = colcon_install / "share" / "fusion_ros"
     assert (colcon_install / "share" / "ament_index" / "resource_index" / "packages" / "fusion_ros").is_file()
@@ -62,6 +63,7 @@ def test_colcon_install_tree(colcon_install: Path) -> None:
         assert path.is_file() and os.access(path, os.X_OK), exe
 
 
+@pytest.mark.slow
 def test_installed_cli_runs(colcon_install: Path) -> None:
     site = next(colcon_install.glob("lib/python3*/site-packages"))
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")

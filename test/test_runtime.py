@@ -36,6 +36,7 @@ def test_trim_threshold_fits_mallopt_int() -> None:
     assert ctypes.c_int(runtime._TRIM_THRESHOLD).value == runtime._TRIM_THRESHOLD > 1 << 30
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
 def test_tune_malloc_keeps_freed_blocks() -> None:
     """A freed 128 MiB block goes back to the OS with glibc's default (fresh page faults on the next

@@ -31,6 +31,7 @@ def _texts(elements: object) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+@pytest.mark.slow
 def test_default_page_fuses_and_exports() -> None:
     at = _app().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -34,8 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Play the bag; SIGINT or SIGTERM stops between two messages and still prints the summary (exit 0).
+
+    rclpy gets no process arguments (this command's ``--remap A:=B`` would reach rcl as a
+    deprecated ROS remapping and print its warning) and installs no signal handlers (they shut
+    the context down under the player, which then failed with a traceback).
+    """
+    import signal
+    import threading
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from fusion_ros.ros.player import BagPlayer
 
@@ -47,19 +56,24 @@ def run(args: argparse.Namespace) -> int:
     if fastdds and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
         print("note: FASTDDS_DEFAULT_PROFILES_FILE is not set; large images may not reach other processes "
               "(use the package's config/fastdds_shm.xml)", file=sys.stderr)
-    with rclpy.init():
-        node = rclpy.create_node("fusion_ros_replay")
-        try:
-            player = BagPlayer(node, args.bag, args.topics, dict(args.remap), reliable=not args.best_effort)
-            if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
-                missing = [t for t, n in player.subscriber_counts().items() if n == 0]
-                print(f"warning: no subscriber on {', '.join(missing)} after {args.wait_for_subscribers:g} s; playing anyway",
-                      file=sys.stderr)
-            stats = player.play(rate=args.rate, loops=args.loop)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            return 130
-        finally:
-            node.destroy_node()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO) as init:
+            node = rclpy.create_node("fusion_ros_replay", context=init.context)
+            try:
+                player = BagPlayer(node, args.bag, args.topics, dict(args.remap), reliable=not args.best_effort)
+                if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
+                    missing = [t for t, n in player.subscriber_counts().items() if n == 0]
+                    print(f"warning: no subscriber on {', '.join(missing)} after {args.wait_for_subscribers:g} s; playing anyway",
+                          file=sys.stderr)
+                stats = player.play(rate=args.rate, loops=args.loop, stop=stop)
+            finally:
+                node.destroy_node()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     counts = ", ".join(f"{t} {n}" for t, n in stats.published.items())
-    print(f"published {sum(stats.published.values())} messages in {stats.loops} loop(s): {counts}")
+    stopped = " (stopped by a signal)" if stop.is_set() else ""
+    print(f"published {sum(stats.published.values())} messages in {stats.loops} loop(s){stopped}: {counts}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusion_ros.color import BT601
 from fusion_ros.errors import InputError
 
 __all__ = ["clahe_rgb"]
@@ -24,7 +25,7 @@ def clahe_rgb(image: np.ndarray, clip: float = 3.0, tiles: int = 8) -> np.ndarra
     if image.ndim == 2:
         return clahe.apply(image)
     rgb = image.astype(np.float32)
-    y = rgb @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    y = rgb @ np.asarray(BT601, np.float32)
     y8 = np.clip(np.rint(y), 0, 255).astype(np.uint8)
     delta = clahe.apply(y8).astype(np.float32) - y
     return np.clip(np.rint(rgb + delta[..., None]), 0, 255).astype(np.uint8)

@@ -6,6 +6,7 @@ far scene or a planar one) maps thermal pixels onto the RGB frame so fused edges
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Sequence
 
@@ -32,13 +33,14 @@ class Registration:
             values = [float(v) for v in homography]
             if len(values) != 9:
                 raise ConfigError(f"registration homography needs 9 numbers (row-major 3x3), got {len(values)}")
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"registration homography has non-finite values (NaN or inf): {values}")
             if values == [0.0] * 9:
-                homography = None
-            else:
-                h = torch.tensor(values, dtype=torch.float64).reshape(3, 3)
-                if abs(float(torch.linalg.det(h))) < 1e-12:
-                    raise ConfigError("registration homography is singular (determinant 0)")
-                homography = values
+                raise ConfigError("registration homography is all zeros (singular); the identity is [1, 0, 0, 0, 1, 0, 0, 0, 1]")
+            h = torch.tensor(values, dtype=torch.float64).reshape(3, 3)
+            if abs(float(torch.linalg.det(h))) < 1e-12:
+                raise ConfigError("registration homography is singular (determinant 0)")
+            homography = values
         self.homography = None if homography is None or tuple(homography) == _IDENTITY else tuple(homography)
         self._grid_key: tuple | None = None
         self._grid: torch.Tensor | None = None

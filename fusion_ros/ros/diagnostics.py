@@ -4,7 +4,9 @@ The pattern is diagnostic_updater's (not installable from PyPI): callbacks and t
 ``tick``/``add`` into :class:`NodeStats`; a timer turns a snapshot into one
 ``diagnostic_msgs/DiagnosticStatus`` — method and its state, device and precision, rates, pairs,
 drops by reason, latency percentiles and inference time — so ``rqt_runtime_monitor`` or
-``ros2 topic echo /diagnostics`` tells a user why frames are missing.
+``ros2 topic echo /diagnostics`` tells a user why frames are missing. Silent failures get a level
+and a reason: an input silent (incompatible QoS, wrong topic), fused rate far below the pair rate
+(overload), nothing published for long (ERROR), stamps that cannot be compared with the clock.
 """
 
 from __future__ import annotations
@@ -22,12 +24,28 @@ from fusion_ros.sync import DROP_REASONS, STREAMS, SyncCounts
 if TYPE_CHECKING:
     from rclpy.node import Node
 
-__all__ = ["ERROR", "OK", "WARN", "DiagnosticsPublisher", "MethodState", "NodeStats", "RateMeter", "Samples", "Status", "summarize"]
+__all__ = [
+    "ERROR", "OK", "WARN", "CLOCK_MISMATCH_S", "DiagnosticsPublisher", "Limits", "MethodState", "NodeStats", "RateMeter",
+    "Samples", "Status", "summarize",
+]
 
 OK, WARN, ERROR = 0, 1, 2
 
 #: Seconds an error or a stalled output keeps the status at WARN after it last happened.
 _RECENT_S = 5.0
+#: A header stamp this far from the node's clock was not made by the same clock (a bag replayed
+#: without ``use_sim_time``, a camera clock not synchronised): no latency can be computed from it.
+CLOCK_MISMATCH_S = 60.0
+#: Fused rate below this share of the pair rate: most pairs are dropped, say so.
+_LOW_OUTPUT_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When silence becomes a warning (an input, or the output) and when an error (the output)."""
+
+    silent_warn_s: float = 5.0
+    silent_error_s: float = 30.0
 
 
 class RateMeter:
@@ -109,10 +127,35 @@ class NodeStats:
         #: node code per fused frame: encode + message build + publish, in ms.
         self.publish_ms = Samples()
         self._lock = threading.Lock()
+        self.started = time.monotonic()
         self.bad: dict[str, int] = {}
         self.errors = 0
         self.last_error = ""
         self.last_error_time: float | None = None
+        #: where ("thermal", "rgb", "output") → why rmw reported an incompatible QoS peer
+        self.qos_incompatible: dict[str, str] = {}
+        #: messages the middleware reports lost before they reached a callback, per input
+        self.lost: dict[str, int] = {}
+        self.off_clock = 0
+        self.off_clock_s = 0.0
+
+    def incompatible_qos(self, where: str, policy: str, count: int) -> None:
+        """rmw found a peer whose QoS cannot match ours (e.g. a best-effort publisher for a reliable subscription)."""
+        with self._lock:
+            self.qos_incompatible[where] = f"incompatible QoS ({policy}) with {count} peer(s)"
+
+    def messages_lost(self, where: str, count: int) -> None:
+        with self._lock:
+            self.lost[where] = self.lost.get(where, 0) + count
+
+    def latency(self, stamp_to_clock_s: float) -> None:
+        """Book the stamp→publish latency, or count a stamp that the clock cannot be compared with."""
+        if abs(stamp_to_clock_s) > CLOCK_MISMATCH_S:
+            with self._lock:
+                self.off_clock += 1
+                self.off_clock_s = stamp_to_clock_s
+            return
+        self.latency_ms.add(stamp_to_clock_s * 1e3)
 
     def bad_input(self, where: str, message: str) -> None:
         """Count a message that could not be used (``where``: thermal, rgb, pair)."""
@@ -148,28 +191,71 @@ def _ms(pcts: tuple[float, ...] | None) -> str:
 Status = tuple[int, str, list[tuple[str, str]]]
 
 
-def summarize(method: MethodState, stats: NodeStats, sync: SyncCounts, queued: dict[str, int], now: float | None = None) -> Status:
+def _since(last: float | None, start: float, now: float) -> float:
+    return now - (start if last is None else last)
+
+
+def _why_silent(stream: str, stats: NodeStats) -> str:
+    qos = stats.qos_incompatible.get(stream)
+    if qos:
+        return qos
+    return "check the topic name (remaps), that the camera publishes, and its QoS"
+
+
+def summarize(
+    method: MethodState,
+    stats: NodeStats,
+    sync: SyncCounts,
+    queued: dict[str, int],
+    now: float | None = None,
+    limits: Limits = Limits(),
+) -> Status:
     """Level, one-line message and key/values of the node's diagnostic status.
 
-    ERROR: the method state is ``error`` (the configured method could not start). WARN: inputs
-    arrive but nothing was published for :data:`_RECENT_S` seconds, or a message or pair failed
-    recently. OK otherwise.
+    ERROR: the method state is ``error`` (the configured method could not start), or nothing was
+    published for ``limits.silent_error_s`` (since start or the last output), with the likeliest
+    reason. WARN: an input silent for ``limits.silent_warn_s`` (incompatible QoS named); inputs
+    arrive but nothing was published for :data:`_RECENT_S` s; the fused rate below half the pair
+    rate (how much is dropped); a message or pair failed recently. OK otherwise.
     """
     now = time.monotonic() if now is None else now
     rates = {s: stats.inputs[s].rate(now) for s in STREAMS}
     out_rate = stats.outputs.rate(now)
+    pair_rate = stats.pairs.rate(now)
     level, message = OK, f"{method.method} {method.state} on {method.device} {method.precision}, {out_rate:.1f} Hz out"
     last_in = [t for t in (stats.inputs[s].last() for s in STREAMS) if t is not None]
     last_out = stats.outputs.last()
+    silent_in = {s: _since(stats.inputs[s].last(), stats.started, now) for s in STREAMS}
+    silent_out = _since(last_out, stats.started, now)
+    quiet = [s for s in STREAMS if silent_in[s] >= limits.silent_warn_s]
+    reason_in = "; ".join(f"no {s} message for {silent_in[s]:.0f} s: {_why_silent(s, stats)}" for s in quiet)
     if method.state == "error":
         level, message = ERROR, method.error
+    elif silent_out >= limits.silent_error_s:
+        if reason_in:
+            why = reason_in
+        elif stats.pairs.last() is None or stats.pairs.last() < now - _RECENT_S:
+            why = "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
+        else:
+            why = f"pairs arrive but fusion fails: {stats.last_error or 'see the log'}"
+        level, message = ERROR, f"nothing published for {silent_out:.0f} s: {why}"
+    elif quiet:
+        level, message = WARN, reason_in
     elif last_in and max(last_in) > now - _RECENT_S and (last_out is None or last_out < now - _RECENT_S):
         if stats.pairs.last() is None or stats.pairs.last() < now - _RECENT_S:
             level, message = WARN, "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
         else:
             level, message = WARN, "pairs arrive but nothing was published in the last 5 s"
+    elif pair_rate > 0 and out_rate < _LOW_OUTPUT_SHARE * pair_rate:
+        dropped = 100.0 * (1.0 - out_rate / pair_rate)
+        inference = stats.inference_ms.percentiles(50)
+        slow = f" (inference p50 {inference[0]:.0f} ms)" if inference else ""
+        level, message = WARN, (f"fused {out_rate:.1f} Hz of {pair_rate:.1f} Hz pairs: {dropped:.0f} % dropped, "
+                                f"the method{slow} is slower than the cameras")
     elif stats.last_error_time is not None and stats.last_error_time > now - _RECENT_S:
         level, message = WARN, f"recent bad input or fusion error: {stats.last_error}"
+    if stats.qos_incompatible.get("output") and level == OK:
+        level, message = WARN, f"fused output: {stats.qos_incompatible['output']} (a subscriber asks for more than output.reliability gives)"
     if method.loading and level == OK:
         message += f"; loading {method.loading}"
     values: list[tuple[str, str]] = [
@@ -193,19 +279,29 @@ def summarize(method: MethodState, stats: NodeStats, sync: SyncCounts, queued: d
         values.append((f"dropped {reason}", f"{sync.total(reason)} ({detail})" if per else "0"))
     values += [
         ("sync resets (time jumps)", str(sync.resets)),
+        ("incompatible QoS", "; ".join(f"{k}: {v}" for k, v in sorted(stats.qos_incompatible.items())) or "-"),
+        ("lost by the middleware thermal / rgb", f"{stats.lost.get('thermal', 0)} / {stats.lost.get('rgb', 0)}"),
         ("queued thermal / rgb", f"{queued.get('thermal', 0)} / {queued.get('rgb', 0)}"),
         ("bad thermal messages", str(stats.bad.get("thermal", 0))),
         ("bad rgb messages", str(stats.bad.get("rgb", 0))),
         ("bad pairs", str(stats.bad.get("pair", 0))),
         ("fusion errors", str(stats.errors)),
         ("last error", stats.last_error or "-"),
-        ("latency stamp->publish p50 / p95 (ms)", _ms(stats.latency_ms.percentiles(50, 95))),
+        ("latency stamp->publish p50 / p95 (ms)", _latency(stats)),
         ("latency pair->publish p50 / p95 (ms)", _ms(stats.pipeline_ms.percentiles(50, 95))),
         ("inference p50 / p95 (ms)", _ms(stats.inference_ms.percentiles(50, 95))),
         ("callback p50 / p95 (ms)", _ms(stats.callback_ms.percentiles(50, 95))),
         ("encode+publish p50 / p95 (ms)", _ms(stats.publish_ms.percentiles(50, 95))),
     ]
     return level, message, values
+
+
+def _latency(stats: NodeStats) -> str:
+    pcts = stats.latency_ms.percentiles(50, 95)
+    if pcts is None and stats.off_clock:
+        side = "behind" if stats.off_clock_s > 0 else "ahead of"
+        return f"stamps not comparable to the clock (use_sim_time?): {abs(stats.off_clock_s):.3g} s {side} it"
+    return _ms(pcts)
 
 
 class DiagnosticsPublisher:

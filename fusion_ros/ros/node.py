@@ -26,6 +26,7 @@ import torch
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -36,14 +37,19 @@ from fusion_ros.errors import FusionError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.registry import DEFAULT_METHOD
+from fusion_ros.runtime import trim_heap
 from fusion_ros.ros.auto_registration import AutoRegistrationHook
-from fusion_ros.ros.diagnostics import DiagnosticsPublisher, MethodState, NodeStats, summarize
+from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
 from fusion_ros.ros.params import descriptor
 from fusion_ros.ros.qos import qos_profile
 from fusion_ros.ros.worker import FusionWorker
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
 __all__ = ["FusionNode", "Job", "main"]
+
+#: A frame this many times larger than the running size makes the worker give freed heap back to the OS.
+_TRIM_FACTOR = 4.0
+
 
 @dataclass(frozen=True)
 class Job:
@@ -66,11 +72,21 @@ class FusionNode(Node):
         for spec in self._specs.values():
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = self._values()
+        if str(values["device"]).startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().warning(f"CUDA not available, running on CPU (device {values['device']!r} requested; "
+                                      "parameter device set to cpu)")
+            self.set_parameters([Parameter("device", value="cpu")])
+            values["device"] = "cpu"
         if values["torch_threads"] > 0:
             torch.set_num_threads(values["torch_threads"])
         self.stats = NodeStats()
+        self._limits = Limits(values["diagnostics.silent_warn"], values["diagnostics.silent_error"])
+        self._max_pixels = values["input.max_pixels"]
+        self._running_pixels = 0.0  # running size of the fused frames, for giving memory back after a huge one
+        self._trim_pending = False  # a huge input was rejected: its freed message memory goes back after the next frame
         self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
-            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"]
+            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"],
+            on_jump=self._on_stamp_jump,
         )
         fuser, config, startup_error = self._build_first(values)
         self._target = config  # what the parameters ask for (being loaded, or running)
@@ -94,13 +110,15 @@ class FusionNode(Node):
 
         in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
         out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
-        self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos)
+        out_events = PublisherEventCallbacks(incompatible_qos=lambda e: self._incompatible_qos("output", e))
+        self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos, event_callbacks=out_events)
         self._info_pub = self.create_publisher(CameraInfo, "fused/camera_info", out_qos)
-        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos)
+        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos, event_callbacks=self._input_events(THERMAL))
         if values["rgb.transport"] == "compressed":
-            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos)
+            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos,
+                                     event_callbacks=self._input_events(RGB))
         else:
-            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos)
+            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos, event_callbacks=self._input_events(RGB))
         self.create_subscription(CameraInfo, "rgb/camera_info", self._on_camera_info, in_qos)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -160,11 +178,6 @@ class FusionNode(Node):
         try:
             config = build_config(values, check_available=False)
             if config.build_key != self._target.build_key:
-                if self.worker.loading:
-                    return SetParametersResult(
-                        successful=False,
-                        reason=f"switch to {self._target.method!r} is still loading; retry when it is done (see /diagnostics)",
-                    )
                 config.check_available()
         except FusionError as err:
             return SetParametersResult(successful=False, reason=str(err))
@@ -183,12 +196,14 @@ class FusionNode(Node):
             self.sync.slop_s = values["sync.slop"]
         if "sync.jump_back" in names:
             self.sync.jump_back_s = values["sync.jump_back"]
+        self._max_pixels = values["input.max_pixels"]
         config, self._validated = self._validated, None
         assert config is not None, "post-set callback without a validated config"
         previous, self._target = self._target, config
         if config.build_key != previous.build_key:
             self._state = replace(self._state, loading=config.method)
-            self.get_logger().info(f"loading {config.method!r} on {config.device} in the background")
+            self.get_logger().info(f"loading {config.method!r} on {config.device} in the background "
+                                   f"({previous.method!r} fuses meanwhile; a newer request replaces this one)")
             self.worker.request_swap(lambda: Fuser.from_config(config), config)
         elif (config.thermal, config.registration) != (previous.thermal, previous.registration):
             self._reconfigure_running(config)
@@ -248,10 +263,32 @@ class FusionNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         self._on_image(RGB, msg, visible_from_msg)
 
+    def _input_events(self, stream: str) -> SubscriptionEventCallbacks:
+        return SubscriptionEventCallbacks(
+            incompatible_qos=lambda e: self._incompatible_qos(stream, e),
+            message_lost=lambda e: self.stats.messages_lost(stream, e.total_count_change),
+        )
+
+    def _incompatible_qos(self, where: str, event: Any) -> None:
+        policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind)).lower()
+        self.stats.incompatible_qos(where, policy, event.total_count)
+        self.get_logger().warning(f"{where}: a peer with incompatible QoS ({policy}) cannot connect; see qos.reliability "
+                                  "and output.reliability", throttle_duration_sec=10.0)
+
+    def _on_stamp_jump(self, jump_ns: int) -> None:
+        self.get_logger().warning(f"header stamps jumped {jump_ns / 1e9:+.3f} s (bag loop, clock reset, driver restart or "
+                                  "pause): synchronizer restarted")
+
     def _on_image(self, stream: str, msg: Any, decode: Callable[[Any], Any]) -> None:
         """Decode one raw image of ``stream`` and hand it to the synchronizer; a bad one is counted and logged."""
         start = time.perf_counter()
         self.stats.inputs[stream].tick()
+        pixels = int(getattr(msg, "width", 0)) * int(getattr(msg, "height", 0))
+        if pixels > self._max_pixels:
+            self._bad_input(stream, InputError(f"{msg.width}x{msg.height} = {pixels / 1e6:.1f} Mpx exceeds input.max_pixels "
+                                               f"{self._max_pixels / 1e6:.1f} Mpx"))
+            self._trim_pending = True
+            return
         try:
             image = decode(msg)
         except InputError as err:
@@ -269,7 +306,7 @@ class FusionNode(Node):
     def _on_clock_jump(self, jump: Any) -> None:
         """ROS time went back or was (de)activated (``/clock`` of a looped bag): restart pairing."""
         self.sync.reset()
-        self.get_logger().info("clock jumped: synchronizer reset")
+        self.get_logger().warning("ROS clock jumped: synchronizer restarted")
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -279,8 +316,12 @@ class FusionNode(Node):
         if isinstance(visible, CompressedImage):
             try:
                 visible = compressed_from_msg(visible)
+                if visible.width * visible.height > self._max_pixels:  # raw images are checked in the callback
+                    raise InputError(f"compressed {visible.width}x{visible.height} exceeds input.max_pixels "
+                                     f"{self._max_pixels / 1e6:.1f} Mpx")
             except InputError as err:
                 self._bad_input("rgb", err)
+                self._trim_pending = True
                 return
         if self._auto is not None:
             self._auto.offer(job.thermal, visible.rgb)  # O(1): the estimator has its own thread
@@ -290,9 +331,18 @@ class FusionNode(Node):
         self.stats.inference_ms.add(ms)
         if ms >= 1000.0:  # slow methods (dmfuse, fusioninv): one line per frame, fast ones only in /diagnostics
             self.get_logger().info(f"fused a pair with {fuser.method_name} in {ms / 1e3:.1f} s")
-        self.publish_fused(job, visible, fused)
+        self._publish(job, visible, fused)
+        self._trim_after_huge_frame(fused.shape[0] * fused.shape[1])
 
-    def publish_fused(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
+    def _trim_after_huge_frame(self, pixels: int) -> None:
+        """After a frame much larger than the running size, or a rejected huge input, give the freed
+        heap back to the OS (the tuned allocator keeps it otherwise, for the lifetime of the node)."""
+        if self._trim_pending or (self._running_pixels and pixels > _TRIM_FACTOR * self._running_pixels):
+            self._trim_pending = False
+            trim_heap()
+        self._running_pixels = pixels if not self._running_pixels else 0.9 * self._running_pixels + 0.1 * pixels
+
+    def _publish(self, job: Job, visible: VisibleImage, fused: np.ndarray) -> None:
         """Encode ``fused`` like the RGB input and publish it (and the camera_info) with the RGB header."""
         start = time.perf_counter()
         encoded = encode_visible(fused, visible)
@@ -317,7 +367,7 @@ class FusionNode(Node):
         self.stats.publish_ms.add((time.perf_counter() - start) * 1e3)
         self.stats.outputs.tick()
         self.stats.pipeline_ms.add((time.monotonic() - job.paired_at) * 1e3)
-        self.stats.latency_ms.add((self.get_clock().now().nanoseconds - job.rgb_stamp_ns) / 1e6)
+        self.stats.latency((self.get_clock().now().nanoseconds - job.rgb_stamp_ns) / 1e9)
 
     def _on_worker_error(self, job: Job | None, err: BaseException) -> None:
         if isinstance(err, InputError):
@@ -337,15 +387,17 @@ class FusionNode(Node):
         return self._state
 
     def _diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
-        level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued())
-        values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size))]
+        level, message, values = summarize(self.method_state, self.stats, self.sync.counts(), self.sync.queued(), limits=self._limits)
+        values += [("sync slop (s)", f"{self.sync.slop_s:g}"), ("sync queue_size", str(self.sync.queue_size)),
+                   ("held: far stamps awaiting the next messages", str(self.sync.held()))]
         if self._auto is not None:
             values += self._auto.diagnostics()
         return level, message, values
 
     def destroy_node(self) -> None:
-        """Stop the worker (after its current frame) and free the model, then destroy the node."""
-        self.worker.stop()
+        """Stop the worker (after its current frame, however long it takes) and free the model,
+        then destroy the node: the worker never publishes through a destroyed node or context."""
+        self.worker.stop(timeout=None)
         if self._auto is not None:
             self._auto.destroy()
         self._diagnostics.destroy()
@@ -353,28 +405,58 @@ class FusionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the ``fusion_node`` executable (``ros2 run fusion_ros fusion_node``)."""
+    """Entry point of the ``fusion_node`` executable (``ros2 run fusion_ros fusion_node``).
+
+    Shutdown order matters: SIGINT/SIGTERM only ask the spin loop to end; then the worker
+    finishes its frame and stops, then the node goes, then the ROS context. rclpy's own signal
+    handlers are not used: they shut the context down at once (the worker would publish into a
+    dead context), and a second Ctrl-C raised KeyboardInterrupt into the shutdown itself, so the
+    interpreter finalised while the worker was still inside torch; the worker thread was then
+    killed by ``pthread_exit`` while unwinding C++ frames: ``terminate called without an active
+    exception``, SIGABRT. Here later signals are logged and ignored until the worker has stopped.
+    """
+    import os
+    import signal
+    import threading
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from fusion_ros.runtime import tune_malloc
 
     tune_malloc()
+    stop = threading.Event()
+    logger = rclpy.logging.get_logger("fusion_node")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():  # os.write, not the logger: a handler may run while the main thread is inside it
+            os.write(2, f"[fusion_node] {signal.Signals(signum).name} again: already stopping (waiting for the frame "
+                        "being fused)\n".encode())
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO) as init:
+            context = init.context
             try:
-                node = FusionNode()
+                node = FusionNode(context=context)
             except FusionError as err:
-                rclpy.logging.get_logger("fusion_node").fatal(f"cannot start: {err}")
+                logger.fatal(f"cannot start: {err}")
                 return 1
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
             try:
-                rclpy.spin(node)
-            except (KeyboardInterrupt, ExternalShutdownException):
+                while not stop.is_set() and context.ok():
+                    executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
                 pass
             finally:
-                node.destroy_node()
-    except KeyboardInterrupt:
-        pass
+                node.destroy_node()  # waits for the worker's current frame, then removes the node
+                executor.shutdown(timeout_sec=1.0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

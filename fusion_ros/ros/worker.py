@@ -8,7 +8,9 @@ is therefore bounded by one inference plus one frame, whatever the input rate.
 
 A model switch is built by a separate loader thread while the current model keeps working; the
 worker swaps between two frames, so the output never stops for longer than one inference, and
-then releases the old model (references dropped, ``gc.collect()``, CUDA cache emptied).
+then releases the old model (references dropped, ``gc.collect()``, CUDA cache emptied). A switch
+requested while another loads waits for it, and a newer request replaces a waiting one (latest
+wins), so back-to-back switches never pile up builds.
 
 No rclpy here: the node passes callables, so the worker is tested and reused without ROS.
 """
@@ -71,6 +73,8 @@ class FusionWorker(Generic[M, J]):
         self._cond = threading.Condition()
         self._job: J | None = None
         self._pending: tuple[Any, M] | None = None
+        self._building = False  # a loader thread is building a model
+        self._queued: tuple[Callable[[], M], Any] | None = None  # the newest request made while building
         self._calls: deque[Callable[[M], None]] = deque()
         self._stop = threading.Event()
         self._busy = False
@@ -115,9 +119,9 @@ class FusionWorker(Generic[M, J]):
 
     @property
     def loading(self) -> bool:
-        """Whether a requested model is still being built or waits to be swapped in."""
-        loader = self._loader
-        return (loader is not None and loader.is_alive()) or self._pending is not None
+        """Whether a requested model is still being built, waits to be built, or waits to be swapped in."""
+        with self._cond:
+            return self._building or self._queued is not None or self._pending is not None
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -131,13 +135,6 @@ class FusionWorker(Generic[M, J]):
             self._on_superseded()
         return replaced
 
-    def take(self) -> J | None:
-        """Remove and return the waiting job, if any, without processing it (for callers that
-        drive the pipeline themselves, such as the overhead benchmark on a stopped worker)."""
-        with self._cond:
-            job, self._job = self._job, None
-        return job
-
     def call(self, fn: Callable[[M], None]) -> None:
         """Run ``fn(model)`` on the worker thread between two jobs (live settings that mutate the model)."""
         with self._cond:
@@ -147,21 +144,39 @@ class FusionWorker(Generic[M, J]):
     def request_swap(self, build: Callable[[], M], token: Any) -> None:
         """Build a new model with ``build()`` on a loader thread, then swap it in between jobs.
 
-        One build at a time: the caller checks :attr:`loading` first (the node rejects a second
-        switch while one is in progress rather than queueing it).
+        While another build runs (or its model waits to be swapped in) the request waits; a
+        newer request replaces a waiting one, which is then never built (latest wins).
         """
-        if self.loading:
-            raise RuntimeError("a model swap is already in progress")
+        with self._cond:
+            if self._building or self._pending is not None:
+                self._queued = (build, token)
+                return
+            self._start_loader_locked(build, token)
+
+    def _start_loader_locked(self, build: Callable[[], M], token: Any) -> None:
+        if self._stop.is_set():
+            return
+        self._building = True
         self._loader = threading.Thread(target=self._load, args=(build, token), name=f"{self._name}-loader")
         self._loader.start()
+
+    def _start_queued_locked(self) -> None:
+        if self._queued is not None and not self._building and self._pending is None:
+            build, token = self._queued
+            self._queued = None
+            self._start_loader_locked(build, token)
 
     def _load(self, build: Callable[[], M], token: Any) -> None:
         try:
             model = build()
         except BaseException as err:  # noqa: BLE001 - every build failure is reported, none kills the node
             self._on_swap(token, None, err)
+            with self._cond:
+                self._building = False
+                self._start_queued_locked()
             return
         with self._cond:
+            self._building = False
             if self._stop.is_set():
                 device = getattr(model, "device", None)
                 del model
@@ -185,6 +200,7 @@ class FusionWorker(Generic[M, J]):
                 self._calls.clear()
                 if pending is not None:
                     old, self._model = self._model, pending[1]
+                    self._start_queued_locked()
                 model = self._model
             if pending is not None:
                 self._on_swap(pending[0], pending[1], None)

@@ -355,7 +355,7 @@ def main() -> None:
     try:
         resize = bool(input_values.pop("registration.resize"))
         thermal_cfg = logic.thermal_config(input_values)
-        # The node's rule: the identity and all zeros mean "same pixel grid", a singular matrix is refused.
+        # The node's rule: the identity means "same pixel grid"; all zeros, NaN/inf or a singular matrix are refused.
         homography = RegistrationConfig(logic.parse_homography(homography_text or "")).homography
     except ConfigError as err:
         st.error(str(err))

@@ -345,8 +345,9 @@ _ParamsDumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.
 
 
 def export_yaml(params: Mapping[str, Any], node_name: str = NODE_NAME) -> str:
-    """A ROS 2 parameters file for ``node_name`` (``ros2 run … --ros-args --params-file F``)."""
-    doc = {node_name: {"ros__parameters": _nest(params)}}
+    """A ROS 2 parameters file for ``node_name`` (``ros2 run … --ros-args --params-file F``), keyed
+    ``/**/<node_name>`` so it also applies when the node runs in a namespace (launch ``namespace:=``)."""
+    doc = {f"/**/{node_name}": {"ros__parameters": _nest(params)}}
     header = (
         "# fusion_ros node parameters, exported by `fusion-ros ui`.\n"
         "# ros2 launch fusion_ros fuse.launch.py params_file:=THIS_FILE\n"
