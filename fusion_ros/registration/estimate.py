@@ -580,7 +580,7 @@ def estimate_homography(
     # Finer levels at the pixel density the winner implies (edges equally wide in both images).
     fine = _prepare(grays, _density(winner, (w, h)))[2]
     for k in range(min(1, len(fine) - 1), len(fine)):  # the coarsest was refined above, unless it is the only one
-        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 20, dof=8 if k >= len(fine) - 2 else 6)
+        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 20, dof=8 if k == len(fine) - 1 else 6)
     if rho >= _LINEAR_RHO:
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 20, least_squares=True)
     hm = _norm(np.linalg.inv(g))
