@@ -17,7 +17,9 @@ No calibration target: both images become orientation fields of their edges
    normalised correlation would improve when poorly matching samples leave the overlap, and an
    SSD is pulled by RGB texture without a thermal counterpart; where the fields are nearly
    proportional (correlation ≥ ``_LINEAR_RHO``) the last level is refitted by least squares,
-   exact there. Several frame pairs share one homography and add their normal equations.
+   exact there. The perspective terms are fitted on the finest level only (coarser levels cannot
+   resolve them and drift them). Several frame pairs share one homography and add their normal
+   equations.
 4. **Confidence** from the aligned structure correlation, the margin over the best *different*
    alignment among the candidates (a repetitive or empty scene has competitors), and the predicted
    corner uncertainty of the least-squares fit. Below ``min_confidence`` the estimate is refused
