@@ -9,7 +9,7 @@ No calibration target: both images become orientation fields of their edges
    the energies in the overlap (which must cover 40 % of the RGB frame).
 2. **Candidates**: the best 32 clearly different alignments are refined on the two coarsest
    levels (the coarse correlation alone ranks them poorly: a street seen along its axis is nearly
-   self-similar under zoom); the best objective continues.
+   self-similar under zoom); the best structure correlation over the overlap continues.
 3. **Local refinement** of all 8 parameters, level by level, each thermal level resized to the RGB
    level's pixel density under the winner (edges equally wide in both; finest: the native thermal
    resolution): maximise the raw correlation Σ t(x)·r(H x) of the fields over fixed thermal sample
@@ -115,7 +115,7 @@ class RegistrationResult:
         confidence: 0..1; the node switches only to estimates above its threshold.
         residual_px: predicted error of the thermal image corners in RGB pixels (1σ, from the fit).
         score: structure correlation after alignment (-1..1; unrelated images give about 0).
-        margin: 1 - (objective of the best refined candidate that converged elsewhere / this one's):
+        margin: 1 - (structure correlation of the best candidate that converged elsewhere / this one's):
             0 means ambiguous, 1 that every candidate converged here.
         frames: frame pairs used.
         seconds: wall time of the estimate.
@@ -566,13 +566,15 @@ def estimate_homography(
     if not candidates:
         raise RegistrationError("no alignment of the thermal frame overlaps the RGB frame within the search ranges")
     # Every candidate is refined on the two coarsest levels (the coarsest alone ranks them poorly);
-    # the best objective goes on to the finer levels.
+    # the best structure correlation over its overlap goes on to the finer levels (the objective
+    # itself would favour candidates that keep more thermal samples inside the RGB frame, and lose
+    # a true alignment whose thermal view reaches far beyond it).
     refined = []
     for hm in candidates:
         g = np.linalg.inv(hm)
         for k in range(min(2, n_levels)):
-            g, obj, *_ = _refine_level(by_level[k], g, 6, dof=6)
-        refined.append((obj, g))
+            g, obj, rho, *_ = _refine_level(by_level[k], g, 6, dof=6)
+        refined.append((rho, g))
     refined.sort(key=lambda r: -r[0])
     g = refined[0][1]
     # Margin: how much better the winner is than the best candidate that converged somewhere else.
