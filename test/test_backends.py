@@ -135,6 +135,7 @@ def test_defusion_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: 
     assert len(list(onnx_cache.glob("defusion-fuse-dyn-*.onnx"))) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ONNX_RUNTIMES)
 def test_dmfuse_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: Path, onnx_cache: Path) -> None:
     g = torch.Generator().manual_seed(8)

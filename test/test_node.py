@@ -464,6 +464,7 @@ def test_switch_method_while_streaming(ros):
     assert wait_until(lambda: ros.node.method_state.method == default)
 
 
+@pytest.mark.slow
 def test_fifty_back_to_back_switches_while_streaming(ros):
     """`ros2 param set method` 50 times without waiting: every request is accepted (a newer one
     replaces one still waiting), the old method fuses until the new one is ready, the last wins."""
