@@ -190,9 +190,9 @@ class BalancedFusion(FusionMethod):
     name = "balanced"
     description = "Laplacian pyramid: equal-weight base brought to mid-grey, energy-weighted details, averaged fine bands; made for detectors (default, weight-free)"
     Options = BalancedOptions
-    cost = "~4 ms / 640x512 pair on 2 CPU cores (colour and thermal conversion included; estimated, see docs/RESULTS.md)"
-    #: 0.82 × ``pyramid``'s 5.0 ms: their CPU-time ratio interleaved in one process (benchmarks/method_cpu_time.py).
-    seconds_per_pair = 0.0041
+    cost = "~7 ms / 640x512 pair on 2 CPU cores, ~10 ms on 1 thread (colour and thermal conversion included)"
+    #: Measured median with 2 threads, the machine not idle (`fusion-ros bench`, docs/RESULTS.md "Speed").
+    seconds_per_pair = 0.0069
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         opts: BalancedOptions = self.options
