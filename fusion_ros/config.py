@@ -93,7 +93,7 @@ class RegistrationConfig:
 
     def build(self) -> Registration:
         """The warp that applies this registration on the fusion device."""
-        return Registration(self.homography)
+        return Registration(self.homography, resize=self.resize)
 
 
 # --------------------------------------------------------------------------------------------
