@@ -281,7 +281,7 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               range=(1, 1000)),
     ParamSpec("sync.slop", 0.05, "largest thermal/RGB stamp difference of a pair, in seconds, exclusive (message_filters' slop); "
               "each message pairs with its nearest partner; live", range=(1e-6, 10.0)),
-    ParamSpec("sync.jump_back", 1.0, "seconds a stamp must differ (either way) from the newest stamp to be held as a "
+    ParamSpec("sync.jump_threshold", 1.0, "seconds a stamp must differ (either way) from the newest stamp to be held as a "
               "possible time jump: 3 messages that agree restart pairing (bag loop, clock reset, driver restart, "
               "long pause), 3 of the current time line first drop it as a wrong stamp; live", range=(1e-3, 3600.0)),
     ParamSpec("thermal.normalization", _THERMAL.normalization, "thermal to [0,1]: auto (8-bit as is, 16-bit/float by percentile "

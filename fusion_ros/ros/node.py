@@ -85,7 +85,7 @@ class FusionNode(Node):
         self._running_pixels = 0.0  # running size of the fused frames, for giving memory back after a huge one
         self._trim_pending = False  # a huge input was rejected: its freed message memory goes back after the next frame
         self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
-            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"],
+            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_threshold_s=values["sync.jump_threshold"],
             on_jump=self._on_stamp_jump,
         )
         fuser, config, startup_error = self._build_first(values)
@@ -194,8 +194,8 @@ class FusionNode(Node):
             self.sync.queue_size = values["sync.queue_size"]
         if "sync.slop" in names:
             self.sync.slop_s = values["sync.slop"]
-        if "sync.jump_back" in names:
-            self.sync.jump_back_s = values["sync.jump_back"]
+        if "sync.jump_threshold" in names:
+            self.sync.jump_threshold_s = values["sync.jump_threshold"]
         self._max_pixels = values["input.max_pixels"]
         config, self._validated = self._validated, None
         assert config is not None, "post-set callback without a validated config"
