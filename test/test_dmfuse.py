@@ -441,6 +441,32 @@ def test_dmfuse_train_stages_loss_falls_and_checkpoints_round_trip(tmp_path: Pat
         assert method.fuse(*_pair()).shape == (1, 1, 40, 50)
 
 
+@pytest.mark.slow
+def test_dmfuse_train_stages_are_seeded_and_leave_the_global_rng_alone(tmp_path: Path) -> None:
+    """The seed decides both stages (weight init, crops, noise), and the caller's RNG is as it was."""
+    from fusion_ros.training import dmfuse as stage2
+    from fusion_ros.training import dmfuse_ddpm as stage1
+    from fusion_ros.training.dmfuse_ddpm import GEN_FILE
+
+    torch.set_num_threads(1)  # speed only (tiny tensors); restored by conftest
+    for i in range(2):
+        _write_scene(tmp_path / "images" / f"{i}.png", i)
+        _write_scene(tmp_path / "pairs" / "ir" / f"{i}.png", 10 + i)
+        _write_scene(tmp_path / "pairs" / "vi" / f"{i}.png", 20 + i)
+    common = ["--config", "test_tiny", "--size", "32", "--device", "cpu", "--workers", "0", "--batch-size", "2"]
+    global_state = torch.random.get_rng_state()
+    for run, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        unet = tmp_path / run / "ddpm" / GEN_FILE
+        assert _run(stage1, ["--images", str(tmp_path / "images"), "--out", str(unet.parent), "--iters", "1", "--seed", seed, *common]) == 0
+        assert _run(stage2, ["--pairs", str(tmp_path / "pairs"), "--unet", str(unet), "--out", str(tmp_path / run / "head"),
+                             "--epochs", "1", "--seed", seed, *common]) == 0
+    assert torch.equal(torch.random.get_rng_state(), global_state)
+    for name in (f"ddpm/{GEN_FILE}", "head/model.model"):
+        a, b, c = (torch.load(tmp_path / run / name, weights_only=True) for run in "abc")
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+        assert any(not torch.equal(v, c[k]) for k, v in a.items() if v.is_floating_point()), name
+
+
 def test_dmfuse_loss_weights_are_options_defaulting_to_the_authors_code() -> None:
     """--w-ssim/--w-intensity/--w-texture default to args_fusion.py's 10/14/16 and weight the terms."""
     from fusion_ros.training import dmfuse as stage2
