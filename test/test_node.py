@@ -406,6 +406,40 @@ def test_bag_loop_and_sim_clock_jump_restart_pairing(ros):
             ros.tester.destroy_publisher(clock_pub)
 
 
+def test_a_time_jump_starts_a_new_thermal_window(ros):
+    """After a bag loop the thermal window starts from the new sequence's first frame; carrying the old
+    scene's smoothed window over would wash out the first frames after every loop."""
+    from rclpy.parameter import Parameter
+
+    smoothing = 0.9  # the node's default for streams (this module's node runs unsmoothed): the window is smoothed
+    assert ros.node.set_parameters([Parameter("thermal.smoothing", value=smoothing)])[0].successful
+    hot = np.ascontiguousarray(THERMAL16 // 4 + 50000)  # another scene: a different 16-bit range
+    first = len(ros.fused)
+    base = next_stamp(10_000)
+    for i in range(3):  # the old sequence sets the smoothed window
+        stamp = base + i * 100_000_000
+        ros.thermal_pub.publish(make_image("mono16", THERMAL16, stamp))
+        ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
+        assert wait_until(lambda: len(ros.fused) - first == i + 1)
+    _stamp[0] = stamp  # later tests' stamps go on after these (they look their output up by stamp)
+    back = base - 30_000_000_000  # 30 s back: the bag starts again
+    for i in range(4):
+        stamp = back + i * 100_000_000
+        ros.thermal_pub.publish(make_image("mono16", hot, stamp))
+        ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
+    assert wait_until(lambda: any(stamp_of(m) == back + 300_000_000 for _, m in ros.fused[first:]))  # the last pair
+    after = [m for _, m in ros.fused[first:] if stamp_of(m) < base]
+    assert after, "nothing fused after the jump"
+    fresh = Fuser(registry.DEFAULT_METHOD, thermal=ThermalConfig(smoothing=smoothing))(hot, RGB)  # its first frame
+    stale = Fuser(registry.DEFAULT_METHOD, thermal=ThermalConfig(smoothing=smoothing))
+    stale(THERMAL16, RGB)
+    carried = stale(hot, RGB)  # what the first frame after the jump looked like before the reset
+    assert np.abs(carried.astype(int) - fresh).max() > 10  # the check below can tell the two apart
+    for msg in after:
+        got = np.frombuffer(msg.data, np.uint8).reshape(H, W, 3).astype(int)
+        assert np.abs(got - fresh).max() <= 1, f"frame at {stamp_of(msg) - back} ns after the jump used a stale window"
+
+
 # -- parameters, exactly as `ros2 param set` sends them ---------------------------------------
 
 
