@@ -72,7 +72,15 @@ _CORRELATED_PIXELS = 25.0
 
 
 class RegistrationError(FusionError):
-    """The frames do not determine the homography confidently (too little or repetitive structure)."""
+    """The frames do not determine the homography confidently (too little or repetitive structure).
+
+    ``refused`` is the estimate that fell below ``min_confidence``, when that was the reason (a caller
+    may show it, or offer a lower threshold); ``None`` when there was nothing to estimate from.
+    """
+
+    def __init__(self, message: str, refused: RegistrationResult | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -598,5 +606,5 @@ def estimate_homography(
     if confidence < cfg.min_confidence:
         raise RegistrationError(f"no confident alignment found ({result.summary()}; need confidence {cfg.min_confidence:.2f}): "
                                 "the frames may show too little shared structure, a repetitive pattern, or cameras "
-                                "outside the search ranges")
+                                "outside the search ranges", refused=result)
     return result
