@@ -197,7 +197,12 @@ class OnnxRunner:
             # OpenVINO renames ports (e.g. after a leading Cast); its inputs keep the ONNX graph's order.
             self.input_names = _onnx_input_names(self.path)
             request = compiled.create_infer_request()
-            self._run = lambda feeds: [request.infer([feeds[n] for n in self.input_names])[o] for o in compiled.outputs]
+
+            def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                results = request.infer([feeds[n] for n in self.input_names])  # one inference, all outputs (copies)
+                return [results[o] for o in compiled.outputs]
+
+            self._run = run
             return
         import onnxruntime
 
