@@ -227,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="2", help="comma-separated compute threads of the networks, one row each (default 2)")
     p.add_argument("--ort-config", default="", help="comma-separated KEY=VALUE ONNX Runtime session config entries over the defaults")
     p.add_argument("--ov-config", default="", help="comma-separated KEY=VALUE OpenVINO properties over the defaults (true/false/ints parsed)")
-    p.add_argument("--skip", default="dmfuse:openvino:640x512",
-                   help="comma-separated METHOD:IMPL:WxH rows to leave out (default: DMFuse in OpenVINO at 640x512, "
-                   "whose U-Net graph runs several times slower there and would take most of the run; '' runs everything)")
+    p.add_argument("--skip", default="", help="comma-separated METHOD:IMPL:WxH rows to leave out (default: none)")
     p.add_argument("--out", type=Path, help="also write the table here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--export-child", help=argparse.SUPPRESS)

@@ -10,7 +10,7 @@
   with that provider (``onnxruntime-gpu``); it is selected and refused by tests, never measured here.
 * ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU, the
   method's order of the two CPU runtimes (DeFusion: OpenVINO first; DMFuse: ONNX Runtime first, OpenVINO
-  runs its U-Net graph several times slower; docs/RESULTS.md), else torch.
+  peaks at about twice its memory at 640×512; docs/RESULTS.md), else torch.
 
 :func:`resolve_backend` decides from what is installed; a backend that cannot run raises
 :class:`~fusion_ros.errors.DependencyError` (a missing package) or :class:`~fusion_ros.errors.ConfigError`
