@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from fusion_ros.evaluate import find_pairs, load_source
-from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
+from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
 
@@ -109,8 +109,14 @@ def feature_ransac(detector: str) -> Callable[[np.ndarray, np.ndarray], np.ndarr
     return run
 
 
-def ours(thermal: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    return estimate_homography([(thermal, rgb)], EstimatorConfig(min_confidence=0.0)).homography
+def ours(thermal: np.ndarray, rgb: np.ndarray) -> RegistrationResult:
+    """The estimator with refusals off (the raw estimate); its confidence is scored separately."""
+    return estimate_homography([(thermal, rgb)], EstimatorConfig(min_confidence=0.0))
+
+
+def _split(out: np.ndarray | RegistrationResult) -> tuple[np.ndarray, float | None]:
+    """(homography, confidence or None for methods that report none)."""
+    return (out.homography, out.confidence) if isinstance(out, RegistrationResult) else (out, None)
 
 
 def summarize(errors: list[float]) -> str:
@@ -135,6 +141,7 @@ def main() -> None:
     consistency: dict[str, list[float]] = {m: [] for m in chosen}
     per_group: dict[tuple[str, str], list[float]] = {}
     times: dict[str, list[float]] = {m: [] for m in chosen}
+    confidences: dict[str, list[float]] = {}
     rng = np.random.default_rng(args.seed)
     for name, thermal, rgb in pairs:
         group = name.split("/")[0]
@@ -144,14 +151,15 @@ def main() -> None:
             # The method's own registration of the unwarped pair (dataset misregistration + its bias).
             half = np.diag([2.0, 2.0, 1.0]) @ np.array([[1, 0, 0.25], [0, 1, 0.25], [0, 0, 1]])
             try:
-                own = fn(thermal_view(thermal, half, THERMAL_WH), rgb) @ np.linalg.inv(half)
+                own = _split(fn(thermal_view(thermal, half, THERMAL_WH), rgb))[0] @ np.linalg.inv(half)
             except RegistrationError:
                 own = None
             for truth in truths:
                 view = thermal_view(thermal, truth, THERMAL_WH)
                 start = time.perf_counter()
+                conf: float | None = math.nan  # a failed estimate has no confidence
                 try:
-                    est = fn(view, rgb)
+                    est, conf = _split(fn(view, rgb))
                     err = corner_error(est, truth, THERMAL_WH)
                     cons = corner_error(est, own @ truth, THERMAL_WH) if own is not None else math.inf
                 except (RegistrationError, cv2.error, np.linalg.LinAlgError):
@@ -159,6 +167,8 @@ def main() -> None:
                 times[method].append(time.perf_counter() - start)
                 errors[method].append(err)
                 consistency[method].append(cons)
+                if conf is not None:
+                    confidences.setdefault(method, []).append(conf)
                 per_group.setdefault((method, group), []).append(err)
                 print(f"{name:28s} {method:5s} corner error {err:8.2f} px  consistency {cons:8.2f} px  {times[method][-1]:.2f} s", flush=True)
     print("\n== corner error vs construction truth (RGB px, 640x512 RGB, 320x256 thermal)")
@@ -167,6 +177,14 @@ def main() -> None:
     print("\n== consistency (vs truth composed with the method's estimate on the unwarped pair)")
     for method in chosen:
         print(f"{method:5s} {summarize(consistency[method])}")
+    default = EstimatorConfig().min_confidence
+    print(f"\n== at the default confidence threshold ({default}): refused estimates are not returned")
+    for method, confs in confidences.items():
+        e, c = np.array(errors[method]), np.array(confs)
+        kept = c >= default  # NaN (failed) is never kept
+        gross = e > 20.0
+        print(f"{method:5s} accepted {kept.sum()}/{len(e)}; among accepted: {summarize(list(e[kept])) if kept.any() else '-'}; "
+              f"gross errors (> 20 px) accepted {int((gross & kept).sum())} of {int(gross.sum())}")
     print("\n== per dataset")
     for (method, group), errs in sorted(per_group.items()):
         print(f"{method:5s} {group:10s} {summarize(errs)}")

@@ -93,7 +93,7 @@ class RegistrationConfig:
 
     def build(self) -> Registration:
         """The warp that applies this registration on the fusion device."""
-        return Registration(self.homography)
+        return Registration(self.homography, resize=self.resize)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               range=(1, 1000)),
     ParamSpec("sync.slop", 0.05, "largest thermal/RGB stamp difference of a pair, in seconds, exclusive (message_filters' slop); "
               "each message pairs with its nearest partner; live", range=(1e-6, 10.0)),
-    ParamSpec("sync.jump_back", 1.0, "seconds a stamp must differ (either way) from the newest stamp to be held as a "
+    ParamSpec("sync.jump_threshold", 1.0, "seconds a stamp must differ (either way) from the newest stamp to be held as a "
               "possible time jump: 3 messages that agree restart pairing (bag loop, clock reset, driver restart, "
               "long pause), 3 of the current time line first drop it as a wrong stamp; live", range=(1e-3, 3600.0)),
     ParamSpec("thermal.normalization", _THERMAL.normalization, "thermal to [0,1]: auto (8-bit as is, 16-bit/float by percentile "
@@ -312,7 +312,8 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("registration.auto_min_confidence", 0.6, "estimates below this confidence are refused; restart to change",
               range=(0.0, 1.0), read_only=True),
     ParamSpec("registration.save_path", "", "if set, each accepted estimate is also written there as a parameters "
-              "file (registration.homography); restart to change", read_only=True),
+              "file (registration.homography), and the ~/save_registration service (std_srvs/Trigger) writes the "
+              "matrix in use on request; restart to change", read_only=True),
     # -- end of automatic registration --------------------------------------------------------
     ParamSpec("rgb.transport", "raw", "RGB input: raw (sensor_msgs/Image on rgb/image_raw) or compressed "
               "(sensor_msgs/CompressedImage on rgb/image_raw/compressed, JPEG/PNG); restart to change",

@@ -7,7 +7,7 @@ bites users of message_filters with a camera pair:
 
 * **nearest stamp, each message at most once**: a message is paired with the partner nearest in
   time, never with a farther one that happened to arrive first, and never used twice;
-* **time jumps and wrong stamps**: a stamp more than ``jump_back_s`` away from the newest one
+* **time jumps and wrong stamps**: a stamp more than ``jump_threshold_s`` away from the newest one
   seen, in either direction, or older than its stream's previous one, is held until the next
   messages decide: if :data:`CONFIRM` of them agree
   with it, time really jumped (a bag played in a loop, a clock reset, a driver restart, sim time
@@ -16,7 +16,7 @@ bites users of message_filters with a camera pair:
   :data:`CONFIRM` messages of the current time line come first, it was a wrong stamp (a
   stamp of 0, a year-2036 outlier, a message from before a jump delivered late) and only that
   message is dropped (an exact duplicate is dropped at once). So one wrong stamp costs that
-  message, and a jump — even one shorter than ``jump_back_s``, such as a short looped bag — a
+  message, and a jump — even one shorter than ``jump_threshold_s``, such as a short looped bag — a
   few frames of delay;
 * **drops are counted by reason**, so a user can tell a slop that is too small from an overloaded
   model from a clock problem.
@@ -140,7 +140,7 @@ class ApproximateTimeSynchronizer(Generic[T]):
         queue_size: messages kept per stream while waiting for a partner (message_filters'
             ``queue_size``); the oldest is dropped when full.
         slop_s: largest stamp difference of a pair, exclusive, in seconds.
-        jump_back_s: a stamp this much before or after the newest one seen on either stream is
+        jump_threshold_s: a stamp this much before or after the newest one seen on either stream is
             far: a time jump if the next messages confirm it, else a wrong stamp (see the module
             docstring). Smaller steps back are reordered messages and dropped.
         on_jump: called with the size of each confirmed jump in ns (negative: back), after the
@@ -156,7 +156,7 @@ class ApproximateTimeSynchronizer(Generic[T]):
         self,
         queue_size: int = 10,
         slop_s: float = 0.05,
-        jump_back_s: float = 1.0,
+        jump_threshold_s: float = 1.0,
         on_jump: Callable[[int], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
@@ -177,7 +177,7 @@ class ApproximateTimeSynchronizer(Generic[T]):
         self._jump_ns = 1
         self.queue_size = queue_size
         self.slop_s = slop_s
-        self.jump_back_s = jump_back_s
+        self.jump_threshold_s = jump_threshold_s
 
     # -- settings (live) ----------------------------------------------------------------------
 
@@ -208,12 +208,12 @@ class ApproximateTimeSynchronizer(Generic[T]):
             self._slop_ns = ns
 
     @property
-    def jump_back_s(self) -> float:
+    def jump_threshold_s(self) -> float:
         return self._jump_ns / 1e9
 
-    @jump_back_s.setter
-    def jump_back_s(self, value: float) -> None:
-        ns = self._positive_ns("jump_back_s", value)
+    @jump_threshold_s.setter
+    def jump_threshold_s(self, value: float) -> None:
+        ns = self._positive_ns("jump_threshold", value)
         with self._lock:
             self._jump_ns = ns
 

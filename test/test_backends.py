@@ -140,9 +140,9 @@ def test_defusion_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: 
 def test_dmfuse_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: Path, onnx_cache: Path) -> None:
     g = torch.Generator().manual_seed(8)
     ir, vis = torch.rand(1, 1, 40, 70, generator=g), torch.rand(1, 1, 40, 70, generator=g)
-    ref = tiny_method(tmp_path, seed=2).fuse(ir, vis)
+    ref = tiny_method(tmp_path, init_seed=2).fuse(ir, vis)
     assert (ref > 0).float().mean() > 0.5  # a live network, not one saturated to zeros
-    method = tiny_method(tmp_path, seed=2, runtime=runtime)
+    method = tiny_method(tmp_path, init_seed=2, runtime=runtime)
     assert _rel_err(method.fuse(ir, vis), ref) <= REL_TOL
     assert {p.name.split("-")[1] for p in onnx_cache.glob("dmfuse-*.onnx")} == {"unet", "head"}
 
@@ -155,9 +155,9 @@ def test_tiny_models_come_from_their_seed_not_the_global_rng(tmp_path: Path) -> 
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["fusion_rule.0.weight"], tiny_net(6).state_dict()["fusion_rule.0.weight"])
     torch.manual_seed(1)
-    m1 = tiny_method(tmp_path, seed=4).model.state_dict()
+    m1 = tiny_method(tmp_path, init_seed=4).model.state_dict()
     torch.manual_seed(2)
-    m2 = tiny_method(tmp_path, seed=4).model.state_dict()
+    m2 = tiny_method(tmp_path, init_seed=4).model.state_dict()
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
 
 

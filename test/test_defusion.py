@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,23 @@ def test_defusion_training_loss_falls(tiny_images: Path) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+def test_defusion_training_is_seeded_and_leaves_the_global_rng_alone(tiny_images: Path, tmp_path: Path) -> None:
+    """The seed decides the run (weight init, crops, masks, noise), and the caller's RNG is as it was."""
+    torch.set_num_threads(1)  # speed only, as above
+    cfg = CUDConfig(image_size=32, batch_size=2, epochs=1, num_samples=2)
+    global_state = torch.random.get_rng_state()
+    runs = [
+        train(tiny_images, tmp_path / str(i), replace(cfg, seed=seed), device=torch.device("cpu"), workers=0, save_every=0,
+              max_steps=1, progress=False)
+        for i, seed in enumerate((5, 5, 6))
+    ]
+    assert torch.equal(torch.random.get_rng_state(), global_state)
+    weights = [torch.load(tmp_path / str(i) / "latest.pth", weights_only=True)["state_dict"] for i in range(3)]
+    assert runs[0] == runs[1] and all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+    assert runs[0] != runs[2] and any(not torch.equal(v, weights[2][k]) for k, v in weights[0].items())
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from _tolerance import assert_close_to_reference, assert_grey_levels_close
 from fusion_ros.errors import WeightsError
 from fusion_ros.methods import dmfuse as D
+from fusion_ros.methods.dmfuse.testing import tiny_method
 from fusion_ros.options import build_options
 
 MODALITIES = ("ir", "vis")
@@ -286,14 +287,6 @@ def test_dmfuse_registered_and_unavailable_without_weights(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def _tiny_method(tmp_path: Path, init_seed: int = 0, **options: object) -> D.DMFuse:
-    """The method on the tiny U-Net config, weights drawn from a generator seeded with ``init_seed``
-    (``options`` may hold the noise ``seed`` option, which ``dmfuse.testing.tiny_method`` cannot take)."""
-    opts = build_options(D.DMFuseOptions, options, "dmfuse")
-    return D.DMFuse(opts, torch.device("cpu"), torch.float32, tmp_path, random_init="weights" not in options,
-                    config="test_tiny", seed=init_seed)
-
-
 def _pair(h: int = 40, w: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 1, h, w, generator=gen), torch.rand(1, 1, h, w, generator=gen)
@@ -302,7 +295,7 @@ def _pair(h: int = 40, w: int = 50, seed: int = 0) -> tuple[torch.Tensor, torch.
 @pytest.mark.slow
 def test_dmfuse_seeded_noise_is_deterministic(tmp_path: Path) -> None:
     ir, vis = _pair()
-    a, b = _tiny_method(tmp_path), _tiny_method(tmp_path, init_seed=1)
+    a, b = tiny_method(tmp_path), tiny_method(tmp_path, init_seed=1)
     b.model.load_state_dict(a.model.state_dict())
     with torch.inference_mode():
         first = a.fuse(ir, vis)
@@ -315,17 +308,17 @@ def test_dmfuse_seeded_noise_is_deterministic(tmp_path: Path) -> None:
         for bounds, lv in zip(a.model._level_bounds, levels[0, :, 0]):
             assert min(bounds) <= float(lv) <= max(bounds)
         assert torch.equal(first, a.fuse(ir, vis, levels=levels, noise=noise))  # injection = drawn values
-        fresh = _tiny_method(tmp_path, seed=-1)
+        fresh = tiny_method(tmp_path, seed=-1)
         fresh.model.load_state_dict(a.model.state_dict())
         assert not torch.equal(fresh.fuse(ir, vis), fresh.fuse(ir, vis))  # the authors' behaviour
-        other = _tiny_method(tmp_path, seed=1)
+        other = tiny_method(tmp_path, seed=1)
         other.model.load_state_dict(a.model.state_dict())
         assert not torch.equal(first, other.fuse(ir, vis))
 
 
 def test_dmfuse_batched_unet_equals_sequential(tmp_path: Path) -> None:
     ir, vis = _pair(64, 64, seed=3)
-    seq, bat = _tiny_method(tmp_path, unet_batch="off"), _tiny_method(tmp_path, unet_batch="on")
+    seq, bat = tiny_method(tmp_path, unet_batch="off"), tiny_method(tmp_path, unet_batch="on")
     assert not seq.batched and bat.batched
     bat.model.load_state_dict(seq.model.state_dict())
     with torch.inference_mode():
@@ -334,7 +327,7 @@ def test_dmfuse_batched_unet_equals_sequential(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dmfuse_weights_option_takes_head_unet_or_combined_file(tmp_path: Path) -> None:
-    ref = _tiny_method(tmp_path)
+    ref = tiny_method(tmp_path)
     head_state = {k: v.contiguous() for k, v in ref.model.head.state_dict().items()}  # NHWC on CPU
     unet_state = {k: v.contiguous() for k, v in ref.model.unet.state_dict().items()}
     torch.save(OrderedDict(head_state), tmp_path / "head.model")
@@ -347,9 +340,9 @@ def test_dmfuse_weights_option_takes_head_unet_or_combined_file(tmp_path: Path) 
             {"weights": str(tmp_path / "both.safetensors")},
             {"weights": str(tmp_path / "head.model"), "unet_weights": str(tmp_path / "unet.safetensors")},
         ):
-            assert torch.equal(_tiny_method(tmp_path, **options).fuse(ir, vis), expected)
+            assert torch.equal(tiny_method(tmp_path, **options).fuse(ir, vis), expected)
     with pytest.raises(WeightsError, match="not found"):  # the other part comes from the weights folder
-        _tiny_method(tmp_path, weights=str(tmp_path / "head.model"))
+        tiny_method(tmp_path, weights=str(tmp_path / "head.model"))
 
 
 @pytest.mark.slow
@@ -443,9 +436,35 @@ def test_dmfuse_train_stages_loss_falls_and_checkpoints_round_trip(tmp_path: Pat
     assert torch.load(head_dir / "train_state.pth", weights_only=True)["step"] == 11
     assert (head_dir / "fuse_Epoch_10.model").is_file() and len(_log(head_dir / "train_log.csv")) == 11
     # The trained pair loads into the method through the weights options.
-    method = _tiny_method(tmp_path, weights=str(head_dir / "model.model"), unet_weights=str(ddpm / GEN_FILE))
+    method = tiny_method(tmp_path, weights=str(head_dir / "model.model"), unet_weights=str(ddpm / GEN_FILE))
     with torch.inference_mode():
         assert method.fuse(*_pair()).shape == (1, 1, 40, 50)
+
+
+@pytest.mark.slow
+def test_dmfuse_train_stages_are_seeded_and_leave_the_global_rng_alone(tmp_path: Path) -> None:
+    """The seed decides both stages (weight init, crops, noise), and the caller's RNG is as it was."""
+    from fusion_ros.training import dmfuse as stage2
+    from fusion_ros.training import dmfuse_ddpm as stage1
+    from fusion_ros.training.dmfuse_ddpm import GEN_FILE
+
+    torch.set_num_threads(1)  # speed only (tiny tensors); restored by conftest
+    for i in range(2):
+        _write_scene(tmp_path / "images" / f"{i}.png", i)
+        _write_scene(tmp_path / "pairs" / "ir" / f"{i}.png", 10 + i)
+        _write_scene(tmp_path / "pairs" / "vi" / f"{i}.png", 20 + i)
+    common = ["--config", "test_tiny", "--size", "32", "--device", "cpu", "--workers", "0", "--batch-size", "2"]
+    global_state = torch.random.get_rng_state()
+    for run, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        unet = tmp_path / run / "ddpm" / GEN_FILE
+        assert _run(stage1, ["--images", str(tmp_path / "images"), "--out", str(unet.parent), "--iters", "1", "--seed", seed, *common]) == 0
+        assert _run(stage2, ["--pairs", str(tmp_path / "pairs"), "--unet", str(unet), "--out", str(tmp_path / run / "head"),
+                             "--epochs", "1", "--seed", seed, *common]) == 0
+    assert torch.equal(torch.random.get_rng_state(), global_state)
+    for name in (f"ddpm/{GEN_FILE}", "head/model.model"):
+        a, b, c = (torch.load(tmp_path / run / name, weights_only=True) for run in "abc")
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+        assert any(not torch.equal(v, c[k]) for k, v in a.items() if v.is_floating_point()), name
 
 
 def test_dmfuse_loss_weights_are_options_defaulting_to_the_authors_code() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from _tolerance import assert_close_to_reference
 from fusion_ros import Fuser, InputError
 from fusion_ros.color import luma
+from fusion_ros.registration import Registration
 from fusion_ros.registry import get_method_class, method_names
 
 WEIGHT_FREE = [n for n in method_names() if get_method_class(n).weights_key is None]
@@ -136,18 +138,26 @@ def test_size_mismatch_is_refused_without_homography_or_resize() -> None:
     assert shifted(ir, vis).shape == vis.shape
 
 
-def test_size_mismatch_with_resize_stretches_with_one_warning() -> None:
+def test_size_mismatch_with_resize_stretches_without_a_warning() -> None:
+    """registration.resize is the user's explicit request: no warning about it."""
     fuser = Fuser("max", device="cpu", resize=True)
     ir = np.zeros((20, 30), np.uint8)
     vis = np.zeros((40, 60, 3), np.uint8)
-    with pytest.warns(UserWarning, match="resizing thermal"):
-        out = fuser(ir, vis)
-    assert out.shape == vis.shape
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fuser(ir, vis)  # second frame: no second warning
+        assert fuser(ir, vis).shape == vis.shape
+
+
+def test_implicit_resize_warns_once() -> None:
+    """Registration used directly (the page's preview) stretches a thermal frame of another size, warning
+    once: without an asked-for resize, a size mismatch is most likely a missing calibration."""
+    registration = Registration()
+    ir = torch.zeros(1, 1, 20, 30)
+    with pytest.warns(UserWarning, match="resizing thermal"):
+        assert registration(ir, (40, 60)).shape == (1, 1, 40, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registration(ir, (40, 60))  # second frame: no second warning
 
 
 @pytest.mark.parametrize(

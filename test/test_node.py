@@ -8,6 +8,7 @@ profile. Each test process gets its own ROS domain (from its pid) so parallel ru
 from __future__ import annotations
 
 import array
+import gc
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -202,7 +204,8 @@ def _shared_ros(context):
 @pytest.fixture
 def ros(_shared_ros):
     """The module's node and tester (one node for all tests: each new one costs a DDS discovery), with every
-    parameter a test changed set back afterwards, even when the test failed half-way."""
+    parameter a test changed set back afterwards, even when the test failed half-way, and the messages a
+    test left waiting for a partner forgotten (the next test's frames would pair with them)."""
     node = _shared_ros.node
     before = {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
     yield _shared_ros
@@ -217,6 +220,7 @@ def ros(_shared_ros):
         assert result.successful, f"cannot restore parameter {name}: {result.reason}"
     method = before["method"]
     assert wait_until(lambda: not node.worker.loading and node.method_state.method == method), "method not restored"
+    node.sync.reset()
 
 
 _stamp = [1_700_000_000 * 1_000_000_000]
@@ -360,17 +364,21 @@ def test_bag_loop_and_sim_clock_jump_restart_pairing(ros):
     loop.sort(key=lambda e: e[1])
     ros.node.sync.reset()  # start from a fresh time line: the only jump counted below is the loop's
     before = ros.node.sync.counts()
+    fused_before = ros.node.stats.outputs.total
     first = len(ros.fused)
+    sent = sum(before.received.values())
     for _ in range(2):
         for stream, stamp in loop:
             if stream == "thermal":
                 ros.thermal_pub.publish(make_image("mono8", THERMAL8, stamp))
             else:
                 ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
-            time.sleep(0.008)
+            sent += 1
+            # one message at a time, as a bag player's queue would deliver them: a loaded machine must
+            # not lose any to the best-effort input's depth
+            assert wait_until(lambda: sum(ros.node.sync.counts().received.values()) == sent)
     _stamp[0] = loop[-1][1]  # later tests go on after the loop's stamps, not back into it
-    assert wait_until(lambda: ros.node.sync.counts().pairs - before.pairs >= 24 and not ros.node.worker.busy)
-    time.sleep(0.1)
+    assert wait_until(lambda: not ros.node.worker.busy and len(ros.fused) - first == ros.node.stats.outputs.total - fused_before)
     after = ros.node.sync.counts()
     assert after.resets == before.resets + 1
     # 12 thermal frames per loop, each with its nearest RGB frame, on both loops
@@ -396,6 +404,40 @@ def test_bag_loop_and_sim_clock_jump_restart_pairing(ros):
             assert wait_until(lambda: node.sync.counts().resets > resets)
         finally:
             ros.tester.destroy_publisher(clock_pub)
+
+
+def test_a_time_jump_starts_a_new_thermal_window(ros):
+    """After a bag loop the thermal window starts from the new sequence's first frame; carrying the old
+    scene's smoothed window over would wash out the first frames after every loop."""
+    from rclpy.parameter import Parameter
+
+    smoothing = 0.9  # the node's default for streams (this module's node runs unsmoothed): the window is smoothed
+    assert ros.node.set_parameters([Parameter("thermal.smoothing", value=smoothing)])[0].successful
+    hot = np.ascontiguousarray(THERMAL16 // 4 + 50000)  # another scene: a different 16-bit range
+    first = len(ros.fused)
+    base = next_stamp(10_000)
+    for i in range(3):  # the old sequence sets the smoothed window
+        stamp = base + i * 100_000_000
+        ros.thermal_pub.publish(make_image("mono16", THERMAL16, stamp))
+        ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
+        assert wait_until(lambda: len(ros.fused) - first == i + 1)
+    _stamp[0] = stamp  # later tests' stamps go on after these (they look their output up by stamp)
+    back = base - 30_000_000_000  # 30 s back: the bag starts again
+    for i in range(4):
+        stamp = back + i * 100_000_000
+        ros.thermal_pub.publish(make_image("mono16", hot, stamp))
+        ros.rgb_pub.publish(make_image("rgb8", RGB, stamp))
+    assert wait_until(lambda: any(stamp_of(m) == back + 300_000_000 for _, m in ros.fused[first:]))  # the last pair
+    after = [m for _, m in ros.fused[first:] if stamp_of(m) < base]
+    assert after, "nothing fused after the jump"
+    fresh = Fuser(registry.DEFAULT_METHOD, thermal=ThermalConfig(smoothing=smoothing))(hot, RGB)  # its first frame
+    stale = Fuser(registry.DEFAULT_METHOD, thermal=ThermalConfig(smoothing=smoothing))
+    stale(THERMAL16, RGB)
+    carried = stale(hot, RGB)  # what the first frame after the jump looked like before the reset
+    assert np.abs(carried.astype(int) - fresh).max() > 10  # the check below can tell the two apart
+    for msg in after:
+        got = np.frombuffer(msg.data, np.uint8).reshape(H, W, 3).astype(int)
+        assert np.abs(got - fresh).max() <= 1, f"frame at {stamp_of(msg) - back} ns after the jump used a stale window"
 
 
 # -- parameters, exactly as `ros2 param set` sends them ---------------------------------------
@@ -650,16 +692,17 @@ def test_bad_messages_are_counted_and_fusion_goes_on(ros):
         ("pair", lambda s: (make_image("mono16", THERMAL16[:24, :32], s), make_image("rgb8", RGB, s))),  # size mismatch
         ("pair", lambda s: (make_image("32FC1", np.full((H, W), np.nan, np.float32), s), make_image("rgb8", RGB, s))),  # all NaN
     ]
-    for _, build in bad:
+    for where, build in bad:
+        counted = stats.bad.get(where, 0)
         thermal_msg, rgb_msg = build(next_stamp())
         ros.thermal_pub.publish(thermal_msg)
         ros.rgb_pub.publish(rgb_msg)
-        time.sleep(0.02)
+        # one at a time: a bad pair still waiting when the next came would be replaced (latest-wins), not counted
+        assert wait_until(lambda: stats.bad.get(where, 0) > counted), f"bad {where} input not counted: {stats.bad}"
     stamp = next_stamp()
     ros.publish_pair(stamp, ("mono16", THERMAL16), ("rgb8", RGB))
     ros.wait_fused(stamp)
     want = {k: before.get(k, 0) + sum(1 for w, _ in bad if w == k) for k in ("thermal", "rgb", "pair")}
-    assert wait_until(lambda: all(stats.bad.get(k, 0) >= v for k, v in want.items()), 5.0), (stats.bad, want)
     assert {k: stats.bad.get(k, 0) for k in want} == want
     assert "no finite value" in stats.last_error or "differ" in stats.last_error
     # co-aligned cameras of different resolution: accepted once registration.resize is on
@@ -729,13 +772,19 @@ def _rss_mb() -> float:
 
 @pytest.mark.slow
 def test_overload_keeps_latency_bounded_and_memory_flat(ros):
-    """Feed 640x512 pairs at 100 Hz to a model that needs 40 ms (a sleep, so CPU load cannot change
-    the ratio): the node must drop (latest-wins), never queue."""
+    """Feed 640x512 pairs at 100 Hz to a model that needs 40 ms: the node must drop (latest-wins), never queue.
+
+    Every bound is relative to something measured in the same run, so a slow or loaded machine
+    changes the numbers but not the verdict: latency is the node's own pair->published time against
+    its measured per-frame work (transport and the test's executor are outside the node); memory is
+    traced Python/NumPy allocations (what a backlog of decoded pairs would hold), which allocator and
+    DDS pools do not blur as they blur RSS, with RSS only checked for growth beyond those pools."""
     rng = np.random.default_rng(2)
     big_t = rng.integers(27000, 31000, (512, 640), dtype=np.uint16)
     big_rgb = rng.integers(0, 256, (512, 640, 3), dtype=np.uint8)
     thermal_msg, rgb_msg = make_image("mono16", big_t, 0), make_image("rgb8", big_rgb, 0)
-    published: list[tuple[float, int]] = []  # (monotonic time after publish, stamp)
+    burst_mb = 125 * (big_t.nbytes + big_rgb.nbytes) / 2**20  # 125 pairs: 200 MB
+    published: list[int] = []  # stamps, in publishing order
 
     def burst(n: int, hz: float = 100.0) -> None:
         start = time.monotonic()
@@ -744,43 +793,68 @@ def test_overload_keeps_latency_bounded_and_memory_flat(ros):
             for msg, pub in ((thermal_msg, ros.thermal_pub), (rgb_msg, ros.rgb_pub)):
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
                 pub.publish(msg)
-            published.append((time.monotonic(), stamp))
-            time.sleep(max(0.0, start + (k + 1) / hz - time.monotonic()))
+            published.append(stamp)
+            time.sleep(max(0.0, start + (k + 1) / hz - time.monotonic()))  # a late loop sends at once
 
+    def drained() -> bool:
+        last = published[-1]
+        return (not ros.node.worker.busy and ros.node.sync.queued() == {"thermal": 0, "rgb": 0}
+                and ros.fused_with_stamp(last) is not None)  # latest-wins always fuses the newest pair at last
+
+    stats = ros.node.stats
     with fake_method("test_slow", sleep_s=0.04):
         assert ros.ros2_param_set("method", "test_slow").successful
         assert wait_until(lambda: ros.node.method_state.method == "test_slow")
         before = ros.node.sync.counts()
-        fused_before = ros.node.stats.outputs.total
+        fused_before = stats.outputs.total
         first = len(ros.fused)
-        rss = []
-        for n in (50, 125, 125):  # the allocator settles during the first bursts; then RSS must stay flat
-            burst(n)
-            assert wait_until(lambda: not ros.node.worker.busy and ros.node.sync.queued() == {"thermal": 0, "rgb": 0})
-            rss.append(_rss_mb())
+        traced, held, rss = [], [], []  # per burst, MB: traced at its start, traced peak above that, RSS once drained
+        tracing = not tracemalloc.is_tracing()
+        if tracing:
+            tracemalloc.start()
+        try:
+            for n in (50, 125, 125):  # the first bursts warm up the allocator, DDS's sample pools and caches
+                tracemalloc.reset_peak()
+                traced.append(tracemalloc.get_traced_memory()[0] / 2**20)
+                burst(n)
+                held.append(tracemalloc.get_traced_memory()[1] / 2**20 - traced[-1])
+                assert wait_until(drained), "the newest pair of a burst was never fused"
+                gc.collect()
+                rss.append(_rss_mb())
+        finally:
+            if tracing:
+                tracemalloc.stop()
+        fused = stats.outputs.total - fused_before
+        # one sample per published frame, all of this test's (the stats keep the last 300)
+        pipeline, inference, publish = (s.values()[-fused:] for s in (stats.pipeline_ms, stats.inference_ms, stats.publish_ms))
         assert ros.ros2_param_set("method", registry.DEFAULT_METHOD).successful
         assert wait_until(lambda: ros.node.method_state.method == registry.DEFAULT_METHOD)
-    index = {stamp: i for i, (_, stamp) in enumerate(published)}
-    times = [t for t, _ in published]
-    with ros.lock:
-        arrivals = [(t, index[stamp_of(m)]) for t, m in ros.fused[first:] if stamp_of(m) in index]
     after = ros.node.sync.counts()
     superseded = after.total(SUPERSEDED) - before.total(SUPERSEDED)
     assert superseded > 0  # it really was overloaded
     # every pair was either fused or replaced by a newer one while the model was busy: nothing waits
-    assert after.pairs - before.pairs == superseded + (ros.node.stats.outputs.total - fused_before)
-    assert len(arrivals) >= 3
-    order = [i for _, i in arrivals]
+    assert after.pairs - before.pairs == superseded + fused, (
+        f"{after.pairs - before.pairs} pairs, {superseded} superseded, {fused} fused; bad inputs {stats.bad}, "
+        f"last error {stats.last_error!r}")
+    index = {stamp: i for i, stamp in enumerate(published)}
+    with ros.lock:
+        order = [index[stamp_of(m)] for _, m in ros.fused[first:] if stamp_of(m) in index]
+    assert len(order) >= 3
     assert order == sorted(order)  # never an older frame after a newer one
-    # latency in frames: when a fused frame arrives, how many newer pairs the cameras had sent.
-    # Latest-wins bounds it by one inference (the one running when the pair came) + its own +
-    # transport; a queue would let it grow to most of the 300 pairs sent.
-    worst_inference_s = ros.node.stats.inference_ms.percentiles(100)[0] / 1e3
-    bound = int(2 * worst_inference_s * 100) + 15
-    lags = [int(np.searchsorted(times, t_arrival)) - 1 - i for t_arrival, i in arrivals]
-    assert max(lags) <= bound, f"fused frames lag up to {max(lags)} pairs (bound {bound})"
-    # a backlog would hold every pair: 125 x 1.6 MB = 200 MB more per burst
-    assert rss[2] - rss[1] < 40, f"RSS grew {rss[2] - rss[1]:.0f} MB over the last 125 pairs (RSS {rss})"
+    # Latest-wins bounds the wait of a pair by the frame in progress when it came: pairing -> published
+    # is at most 2 x the slowest frame's work (fuse + publish); 3 x leaves room for thread wake-ups.
+    # A queue adds one frame's work per waiting pair: ~0.75 x 125 frames' work by a burst's end.
+    work_ms = max(i + p for i, p in zip(inference, publish))
+    assert max(pipeline) <= 3 * work_ms, (
+        f"a pair took up to {max(pipeline):.0f} ms from pairing to publishing, over 3 x the slowest frame's work "
+        f"({work_ms:.0f} ms); pairing -> published ms, newest last: {[round(v) for v in pipeline[-20:]]}")
+    # A backlog holds the pairs the model has not reached (~0.75 x 200 MB at the last burst's end);
+    # latest-wins holds a few: the inbox, the frame in progress, messages in callbacks.
+    assert held[2] < 0.2 * burst_mb, f"{held[2]:.0f} MB more held at a 125-pair burst's peak (per burst: {held} MB)"
+    # A leak keeps it after the burst: traced memory exactly; RSS (native code too) beyond the pools
+    # DDS may still grow into (the tester's depth-50 reader of 1 MB fused frames alone: 49 MB).
+    assert traced[2] - traced[1] < 0.05 * burst_mb, f"traced memory grew over a 125-pair burst (per burst: {traced} MB)"
+    assert rss[2] - rss[1] < 0.3 * burst_mb, f"RSS grew {rss[2] - rss[1]:.0f} MB over a 125-pair burst (RSS {rss} MB)"
 
 
 # -- two processes, large images, the shipped Fast DDS profile --------------------------------

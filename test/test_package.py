@@ -47,7 +47,19 @@ def test_package_xml_is_format3_ament_python() -> None:
     assert root.findtext("name") == "fusion_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.iter("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "launch_ros"} <= deps
+    assert {"rclpy", "launch", "launch_ros"} <= deps
+
+
+def test_package_xml_declares_every_ros_interface_package_the_code_imports() -> None:
+    """rosdep installs what package.xml names: a message or service package imported but not declared
+    works here (pip wheels) and fails on a robot."""
+    import re
+
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter("exec_depend")}
+    pattern = re.compile(r"^\s*from (\w+)\.(?:msg|srv|action) import", re.MULTILINE)
+    imported = {m for path in (ROOT / "fusion_ros").rglob("*.py") for m in pattern.findall(path.read_text())}
+    assert {"sensor_msgs", "std_srvs"} <= imported  # the scan sees the imports it is meant to check
+    assert imported <= declared, f"imported but not in package.xml: {sorted(imported - declared)}"
 
 
 @pytest.mark.slow

@@ -76,8 +76,9 @@ def test_refuses_unrelated_frames_rather_than_guessing() -> None:
     thermal, _ = render_pair(1.0, THERMAL_WH[1], THERMAL_WH[0], seed=1)
     rng = np.random.default_rng(5)
     rgb = (rng.random((RGB_WH[1] // 8, RGB_WH[0] // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)  # blocks
-    with pytest.raises(RegistrationError, match="no confident alignment"):
+    with pytest.raises(RegistrationError, match="no confident alignment") as refused:
         estimate_homography([(thermal, rgb)], EstimatorConfig(min_confidence=0.5))
+    assert refused.value.refused is not None and refused.value.refused.confidence < 0.5  # the estimate it would not return
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,17 @@ def test_register_refuses_a_featureless_pair_with_one_line(tmp_path: Path, capsy
     assert "too little structure" in capsys.readouterr().err
 
 
+def test_register_refusal_says_how_to_get_or_accept_an_estimate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    thermal, _ = render_pair(1.0, 128, 160, seed=1)
+    rng = np.random.default_rng(5)
+    blocks = (rng.random((32, 40, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)  # structure unrelated to the thermal
+    write_image(tmp_path / "t.png", thermal)
+    write_image(tmp_path / "v.png", blocks)
+    assert main(["register", str(tmp_path / "t.png"), str(tmp_path / "v.png")]) == 1
+    err = capsys.readouterr().err
+    assert "no confident alignment" in err and "--min-confidence below 0.5" in err and "--frames" in err
+
+
 def test_register_rejects_a_folder_without_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["register", str(tmp_path)]) == 1
     assert "ir/ and vi/" in capsys.readouterr().err

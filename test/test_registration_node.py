@@ -1,4 +1,4 @@
-"""``registration.auto`` in the node: converges on a misaligned rig while fusion keeps publishing."""
+"""``registration.auto`` in the node: converges on a misaligned rig while fusion keeps publishing; ``~/save_registration``."""
 
 from __future__ import annotations
 
@@ -87,3 +87,54 @@ def test_auto_registration_converges_without_stalling_fusion() -> None:
         node.destroy_node()
         executor.shutdown(timeout_sec=1)
         rclpy.shutdown(context=ctx)
+
+
+def _call_save(save_path: str, homography: list[float]) -> object:
+    """Start a node with registration.auto and ``save_path``, call ``~/save_registration`` once."""
+    from std_srvs.srv import Trigger
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN + 1)
+    overrides = [Parameter("registration.auto", value=True), Parameter("registration.save_path", value=save_path),
+                 Parameter("registration.homography", value=homography)]
+    node = FusionNode("fusion_node_save", context=ctx, parameter_overrides=overrides)
+    tester = rclpy.create_node("save_tester", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(tester)
+    try:
+        client = tester.create_client(Trigger, "/fusion_node_save/save_registration")
+        deadline = time.monotonic() + 20.0
+        while not client.service_is_ready() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        future = client.call_async(Trigger.Request())
+        executor.spin_until_future_complete(future, timeout_sec=20.0)
+        assert future.done(), "~/save_registration did not answer"
+        return future.result()
+    finally:
+        executor.remove_node(node)
+        executor.remove_node(tester)
+        tester.destroy_node()
+        node.destroy_node()
+        executor.shutdown(timeout_sec=1)
+        rclpy.shutdown(context=ctx)
+
+
+def test_save_registration_service_writes_the_matrix_in_use(tmp_path) -> None:
+    import yaml
+
+    from fusion_ros.registration.params_file import NODE_KEY
+
+    matrix = [2.01, 0.02, 3.5, -0.01, 1.98, -4.25, 1e-5, -2e-5, 1.0]
+    target = tmp_path / "rig" / "registration.yaml"
+    response = _call_save(str(target), matrix)
+    assert response.success, response.message
+    assert str(target) in response.message
+    saved = yaml.safe_load(target.read_text())[NODE_KEY]["ros__parameters"]["registration"]["homography"]
+    assert saved == pytest.approx(matrix, rel=1e-12)
+
+
+def test_save_registration_service_without_a_path_says_what_to_set() -> None:
+    response = _call_save("", [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0])
+    assert not response.success
+    assert "registration.save_path" in response.message

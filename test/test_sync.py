@@ -121,7 +121,7 @@ def test_bag_loop_keeps_pairing_where_message_filters_stalls():
 
 
 def test_stragglers_from_before_a_jump_are_discarded_not_paired():
-    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_back_s=1.0)
+    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_threshold_s=1.0)
     base = 100 * 10**9
     feed(sync, [(THERMAL, base + 1900 * MS, "t_old"), (RGB, base + 1880 * MS, "r_old")])
     # the thermal topic loops first; a late RGB from the old loop arrives after it
@@ -133,7 +133,7 @@ def test_stragglers_from_before_a_jump_are_discarded_not_paired():
 
 
 def test_small_step_back_is_out_of_order_not_a_reset():
-    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_back_s=1.0)
+    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_threshold_s=1.0)
     feed(sync, [(THERMAL, 100 * MS, "a"), (THERMAL, 90 * MS, "b"), (THERMAL, 100 * MS, "dup")])
     feed(sync, [(THERMAL, (100 + 33 * i) * MS, i) for i in range(1, CONFIRM + 1)])  # the time line goes on
     counts = sync.counts()
@@ -202,7 +202,7 @@ event_lists = st.lists(st.tuples(streams, st.integers(min_value=0, max_value=3_0
     jump_ms=st.integers(min_value=50, max_value=2_000),
 )
 def test_invariants_hold_for_any_arrival_sequence(events, queue_size, slop_ms, jump_ms):
-    sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop_s=slop_ms / 1e3, jump_back_s=jump_ms / 1e3)
+    sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop_s=slop_ms / 1e3, jump_threshold_s=jump_ms / 1e3)
     seen = set()
     for i, (stream, stamp_ms) in enumerate(events):
         for pair in sync.add(stream, stamp_ms * MS, (stream, i, stamp_ms * MS)):
@@ -232,7 +232,7 @@ def test_invariants_hold_for_any_arrival_sequence(events, queue_size, slop_ms, j
 )
 def test_second_loop_pairs_as_well_as_the_first(thermal_hz, rgb_hz, jitter_ms, offset_ms, seed):
     loop = camera_events(1.5, thermal_hz, rgb_hz, jitter_ms=jitter_ms, offset_ms=offset_ms, seed=seed, start_ns=10**12)
-    sync = ApproximateTimeSynchronizer(queue_size=10, slop_s=0.5 / max(thermal_hz, rgb_hz), jump_back_s=1.0)
+    sync = ApproximateTimeSynchronizer(queue_size=10, slop_s=0.5 / max(thermal_hz, rgb_hz), jump_threshold_s=1.0)
     first = [(p.thermal, p.rgb) for p in feed(sync, loop)]
     second = [(p.thermal, p.rgb) for p in feed(sync, loop)]
     # after the reset the synchronizer is as fresh as at the start: the same pairs again
@@ -256,7 +256,7 @@ def pair_stream(n: int, start_ns: int = T0, period_ms: float = 33.3, rgb_offset_
 
 def test_one_far_future_pair_then_a_pause_costs_only_that_pair():
     """The issue's stall: a pair stamped 2036, good frames, a 2 s pause, good frames again."""
-    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_back_s=1.0)
+    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_threshold_s=1.0)
     good = pair_stream(30)
     future = 2_100_000_000 * SEC
     after_pause = pair_stream(30, start_ns=T0 + 3 * SEC)
@@ -278,10 +278,10 @@ def test_zero_stamp_costs_only_that_message(which):
     assert sync.counts().total(STAMP_OUTLIER) == len(which) and sync.counts().resets == 0
 
 
-@pytest.mark.parametrize("jump_s", [-10.0, -1.5, -0.5, 2.0, 3600.0])  # -0.5: a loop shorter than jump_back
+@pytest.mark.parametrize("jump_s", [-10.0, -1.5, -0.5, 2.0, 3600.0])  # -0.5: a loop shorter than jump_threshold_s
 def test_time_jump_either_way_resyncs_within_a_couple_of_frames(jump_s):
     jumps = []
-    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_back_s=1.0, on_jump=jumps.append)
+    sync = ApproximateTimeSynchronizer(slop_s=0.02, jump_threshold_s=1.0, on_jump=jumps.append)
     before = pair_stream(30)
     after = pair_stream(30, start_ns=T0 + 30 * round(33.3 * MS) + round(jump_s * SEC))
     first = feed(sync, before)
@@ -338,7 +338,7 @@ def test_loss_is_bounded_by_the_number_of_wrong_stamps_and_jumps(edits, queue_si
     duplicates: each wrong stamp costs at most its pair, each jump at most the two pairs around it."""
     n = 120
     events, bad, changes = perturbed(n, edits)
-    sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop_s=0.02, jump_back_s=1.0)
+    sync = ApproximateTimeSynchronizer(queue_size=queue_size, slop_s=0.02, jump_threshold_s=1.0)
     pairs = feed(sync, events)
     good = {p.thermal[1] for p in pairs if p.thermal[1] == p.rgb[1]}
     assert len(good) == len(pairs)  # never a wrong pair: thermal and RGB of the same frame

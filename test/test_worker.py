@@ -92,7 +92,8 @@ def test_swap_happens_between_jobs_and_frees_the_old_model(events):
     built = threading.Event()
 
     def build():
-        time.sleep(0.1)  # a slow load: the old model keeps working meanwhile
+        # a slow load: done only once the old model has fused, however the threads are scheduled
+        assert wait_until(lambda: any(name == "old" for name, _ in events["done"]))
         built.set()
         return Model("new")
 

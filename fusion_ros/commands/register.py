@@ -11,7 +11,7 @@ import numpy as np
 from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, read_messages
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.imageio import read_image, write_image
-from fusion_ros.registration import EstimatorConfig, Registration, RegistrationResult, estimate_homography
+from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
 from fusion_ros.registration.params_file import write_params_yaml
 
 NAME = "register"
@@ -118,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     pairs = load_pairs(args)
-    result = estimate_homography(pairs, config)
+    try:
+        result = estimate_homography(pairs, config)
+    except RegistrationError as err:
+        if err.refused is None:
+            raise
+        raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); "
+                                f"--min-confidence below {args.min_confidence:g} accepts it anyway: check the --overlay") from None
     hm = result.homography
     print(f"homography (thermal pixel -> RGB pixel, {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]} RGB):")
     for row in hm:

@@ -72,7 +72,15 @@ _CORRELATED_PIXELS = 25.0
 
 
 class RegistrationError(FusionError):
-    """The frames do not determine the homography confidently (too little or repetitive structure)."""
+    """The frames do not determine the homography confidently (too little or repetitive structure).
+
+    ``refused`` is the estimate that fell below ``min_confidence``, when that was the reason (a caller
+    may show it, or offer a lower threshold); ``None`` when there was nothing to estimate from.
+    """
+
+    def __init__(self, message: str, refused: RegistrationResult | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,9 @@ class RegistrationResult:
     Attributes:
         homography: (3,3) float64, thermal pixel → RGB pixel at full RGB resolution, ``[2,2] == 1``.
         confidence: 0..1; the node switches only to estimates above its threshold.
-        residual_px: predicted error of the thermal image corners in RGB pixels (1σ, from the fit).
+        residual_px: statistical uncertainty of the thermal image corners in RGB pixels (1σ, from the
+            fit's curvature and residuals). It does not include the objective's bias: on real
+            thermal/visible pairs the measured corner errors are several times larger (docs/RESULTS.md).
         score: structure correlation after alignment (-1..1; unrelated images give about 0).
         margin: 1 - (structure correlation of the best candidate that converged elsewhere / this one's):
             0 means ambiguous, 1 that every candidate converged here.
@@ -134,7 +144,7 @@ class RegistrationResult:
         return [float(v) for v in self.homography.reshape(-1)]
 
     def summary(self) -> str:
-        return (f"confidence {self.confidence:.2f}, residual {self.residual_px:.2f} px, structure correlation "
+        return (f"confidence {self.confidence:.2f}, statistical residual {self.residual_px:.2f} px (1σ, bias not included), structure correlation "
                 f"{self.score:.3f}, margin {self.margin:.2f}, {self.frames} frame(s), {self.seconds:.2f} s")
 
 
@@ -596,5 +606,5 @@ def estimate_homography(
     if confidence < cfg.min_confidence:
         raise RegistrationError(f"no confident alignment found ({result.summary()}; need confidence {cfg.min_confidence:.2f}): "
                                 "the frames may show too little shared structure, a repetitive pattern, or cameras "
-                                "outside the search ranges")
+                                "outside the search ranges", refused=result)
     return result

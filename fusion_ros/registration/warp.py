@@ -26,9 +26,12 @@ class Registration:
     Args:
         homography: 9 row-major numbers mapping thermal pixel (x, y, 1) to RGB pixel; ``None``
             or the identity means "same pixel grid" (resized if the sizes differ).
+        resize: the user asked for a thermal frame of another size to be stretched over the visible
+            one (``registration.resize``): done silently. Otherwise such a stretch is most likely a
+            missing calibration, so the first one warns.
     """
 
-    def __init__(self, homography: Sequence[float] | None = None) -> None:
+    def __init__(self, homography: Sequence[float] | None = None, *, resize: bool = False) -> None:
         if homography is not None:
             values = [float(v) for v in homography]
             if len(values) != 9:
@@ -44,7 +47,7 @@ class Registration:
         self.homography = None if homography is None or tuple(homography) == _IDENTITY else tuple(homography)
         self._grid_key: tuple | None = None
         self._grid: torch.Tensor | None = None
-        self._warned_resize = False
+        self._warned_resize = resize  # an asked-for stretch never warns
 
     def _sampling_grid(self, src_hw: tuple[int, int], dst_hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """grid_sample grid: for each RGB pixel, where it lies in the thermal image (normalised coords)."""

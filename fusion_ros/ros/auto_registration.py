@@ -4,7 +4,9 @@ Kept out of :mod:`fusion_ros.ros.node` so the node only holds a few hook calls. 
 on its own thread; this class polls it from a timer on the executor thread, where setting the
 ``registration.homography`` parameter is safe. Setting the parameter is what applies the matrix
 (the node's parameter callback reconfigures the running fuser between two frames) and what lets
-the user save it (``ros2 param dump``, or ``registration.save_path``).
+the user save it: ``ros2 param dump``, ``registration.save_path`` (written on every accepted
+estimate), or the ``~/save_registration`` service (``std_srvs/srv/Trigger``: writes the matrix the
+node fuses with now to ``registration.save_path``, when the user decides it is good).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
 
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
 from fusion_ros.registration.params_file import write_params_yaml
@@ -39,6 +42,7 @@ class AutoRegistrationHook:
         self._save_path = str(values["registration.save_path"])
         self.registrar = AutoRegistrar(initial, settings, log=lambda line: logger.info(line))
         self._timer = node.create_timer(_POLL_S, self._poll)
+        self._service = node.create_service(Trigger, "~/save_registration", self._on_save_request)
         self.registrar.start()
         logger.info(f"registration.auto: estimating from {settings.frames} pairs every {settings.interval_s:g} s in the background")
 
@@ -64,15 +68,34 @@ class AutoRegistrationHook:
             return
         self._node.set_parameters([Parameter("registration.homography", value=list(update))])
         if self._save_path:
-            last = self.registrar.last
-            comment = f"Estimated live by fusion_node (registration.auto): {last.summary() if last else ''}"
-            try:
-                path = write_params_yaml(self._save_path, update, comment)
-            except OSError as err:
-                self._node.get_logger().error(f"registration.save_path: cannot write {self._save_path}: {err}")
-            else:
-                self._node.get_logger().info(f"registration: saved the homography to {path}")
+            self._save(update, "Estimated live by fusion_node (registration.auto)")
+
+    def _on_save_request(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """``~/save_registration``: the matrix in use now, written to ``registration.save_path``."""
+        if not self._save_path:
+            response.success = False
+            response.message = ("registration.save_path is empty: set it to a file path when starting the node "
+                                "(or save with `ros2 param dump`)")
+            return response
+        current = list(self._node.get_parameter("registration.homography").value)
+        response.success, response.message = self._save(current, "Saved by fusion_node's ~/save_registration service")
+        return response
+
+    def _save(self, homography: list[float], origin: str) -> tuple[bool, str]:
+        """Write ``homography`` to ``registration.save_path`` with the last estimate's summary; log and return the outcome."""
+        last = self.registrar.last
+        comment = f"{origin}: {last.summary()}" if last else origin
+        try:
+            path = write_params_yaml(self._save_path, homography, comment)
+        except OSError as err:
+            message = f"registration.save_path: cannot write {self._save_path}: {err}"
+            self._node.get_logger().error(message)
+            return False, message
+        message = f"registration: saved the homography to {path}"
+        self._node.get_logger().info(message)
+        return True, message
 
     def destroy(self) -> None:
         self._timer.cancel()
+        self._node.destroy_service(self._service)
         self.registrar.stop()

@@ -61,6 +61,7 @@ class Job:
     thermal_stamp_ns: int
     rgb_stamp_ns: int
     paired_at: float  # time.monotonic() when the pair completed
+    sequence: int  # bumped by every time jump: a new sequence starts a new thermal window
 
 
 class FusionNode(Node):
@@ -84,8 +85,10 @@ class FusionNode(Node):
         self._max_pixels = values["input.max_pixels"]
         self._running_pixels = 0.0  # running size of the fused frames, for giving memory back after a huge one
         self._trim_pending = False  # a huge input was rejected: its freed message memory goes back after the next frame
+        self._sequence = 0  # incremented on each time jump (executor thread), stamped on the jobs
+        self._fused_sequence = 0  # the sequence of the last fused job (worker thread)
         self.sync: ApproximateTimeSynchronizer[tuple[Any, Any]] = ApproximateTimeSynchronizer(
-            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_back_s=values["sync.jump_back"],
+            queue_size=values["sync.queue_size"], slop_s=values["sync.slop"], jump_threshold_s=values["sync.jump_threshold"],
             on_jump=self._on_stamp_jump,
         )
         fuser, config, startup_error = self._build_first(values)
@@ -194,8 +197,8 @@ class FusionNode(Node):
             self.sync.queue_size = values["sync.queue_size"]
         if "sync.slop" in names:
             self.sync.slop_s = values["sync.slop"]
-        if "sync.jump_back" in names:
-            self.sync.jump_back_s = values["sync.jump_back"]
+        if "sync.jump_threshold" in names:
+            self.sync.jump_threshold_s = values["sync.jump_threshold"]
         self._max_pixels = values["input.max_pixels"]
         config, self._validated = self._validated, None
         assert config is not None, "post-set callback without a validated config"
@@ -254,7 +257,8 @@ class FusionNode(Node):
         for pair in self.sync.add(stream, header_stamp_ns(header), (header, payload)):  # type: ignore[arg-type]
             self.stats.pairs.tick()
             rgb_header, visible = pair.rgb
-            job = Job(pair.thermal[1], visible, rgb_header, pair.thermal_stamp_ns, pair.rgb_stamp_ns, time.monotonic())
+            job = Job(pair.thermal[1], visible, rgb_header, pair.thermal_stamp_ns, pair.rgb_stamp_ns, time.monotonic(),
+                      self._sequence)
             self.worker.offer(job)
 
     def _on_thermal(self, msg: Image) -> None:
@@ -276,6 +280,7 @@ class FusionNode(Node):
                                   "and output.reliability", throttle_duration_sec=10.0)
 
     def _on_stamp_jump(self, jump_ns: int) -> None:
+        self._sequence += 1
         self.get_logger().warning(f"header stamps jumped {jump_ns / 1e9:+.3f} s (bag loop, clock reset, driver restart or "
                                   "pause): synchronizer restarted")
 
@@ -305,6 +310,7 @@ class FusionNode(Node):
 
     def _on_clock_jump(self, jump: Any) -> None:
         """ROS time went back or was (de)activated (``/clock`` of a looped bag): restart pairing."""
+        self._sequence += 1
         self.sync.reset()
         self.get_logger().warning("ROS clock jumped: synchronizer restarted")
 
@@ -325,6 +331,9 @@ class FusionNode(Node):
                 return
         if self._auto is not None:
             self._auto.offer(job.thermal, visible.rgb)  # O(1): the estimator has its own thread
+        if job.sequence != self._fused_sequence:  # after a time jump (bag loop): the old scene's thermal window is stale
+            fuser.thermal.reset()
+            self._fused_sequence = job.sequence
         start = time.perf_counter()
         fused = fuser(job.thermal, visible.rgb)
         ms = (time.perf_counter() - start) * 1e3

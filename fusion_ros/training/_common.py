@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,13 +73,24 @@ def start_run(out: Path, *, size: int, multiple: int, resume: bool, resume_files
     return resolved
 
 
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a recipe's draws (weight init, in-process crops and masks, noise) from torch's RNG seeded
+    with ``seed``, forked from the caller's and restored afterwards: a seeded run is reproducible
+    and leaves the caller's RNG as it found it (PyTorch's initialisers take no generator)."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def shuffled_loader(dataset: torch.utils.data.Dataset, *, batch_size: int, workers: int, device: torch.device, seed: int) -> torch.utils.data.DataLoader:
-    """A shuffling DataLoader after seeding torch's global RNG with ``seed`` (which drives the
-    shuffling, the crops and the noise: a resumed run passes seed + step so it does not replay
-    the first run's draws)."""
-    torch.manual_seed(seed)
+    """A shuffling DataLoader whose own generator, seeded with ``seed``, draws the order and the
+    worker processes' seeds (their crops); a resumed run passes seed + step so it does not replay
+    the first run's draws."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=False, num_workers=workers, pin_memory=device.type == "cuda"
+        dataset, batch_size=batch_size, shuffle=True, drop_last=False, num_workers=workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
     )
 
 

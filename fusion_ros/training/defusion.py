@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.methods.defusion import DeFusionNet, load_defusion_state_dict
-from fusion_ros.training._common import LossLog, add_run_arguments, list_images, optimise, save_atomic, summary
+from fusion_ros.training._common import LossLog, add_run_arguments, list_images, optimise, save_atomic, seeded_rng, summary
 
 __all__ = [
     "CUDConfig",
@@ -314,32 +314,46 @@ def train(
         max_steps: stop after this many optimiser steps in this call (0: run all epochs; tests).
         progress: show a tqdm bar on stderr.
     """
-    from tqdm import tqdm
-
     files = list_images(images)
     num_samples = cfg.num_samples or min(len(files), cfg.max_samples)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    ckpt = torch.load(resume, map_location="cpu", weights_only=True) if resume is not None else {}
+    start_epoch = int(ckpt.get("epoch", -1)) + 1 if resume is not None else 0
+    with seeded_rng(cfg.seed + start_epoch, device):  # a resumed run gets fresh crops and masks, not epoch 0's again
+        model = DeFusionNet()
+        if init_weights is not None:
+            load_defusion_state_dict(model, init_weights)
+        if resume is not None:
+            load_defusion_state_dict(model, resume)
+        return _train(model.to(device).train(), CUDDataset(files, cfg, num_samples), out, cfg, ckpt, start_epoch, device=device,
+                      workers=workers, save_every=save_every, max_steps=max_steps, progress=progress)
 
-    model = DeFusionNet()
-    if init_weights is not None:
-        load_defusion_state_dict(model, init_weights)
-    model.to(device).train()
+
+def _train(
+    model: DeFusionNet,
+    dataset: CUDDataset,
+    out: Path,
+    cfg: CUDConfig,
+    ckpt: dict,
+    start_epoch: int,
+    *,
+    device: torch.device,
+    workers: int,
+    save_every: int,
+    max_steps: int,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """The CUD loop from ``start_epoch`` (``ckpt``: the resumed checkpoint, or empty); see :func:`train`."""
+    from tqdm import tqdm
+
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
-    dataset = CUDDataset(files, cfg, num_samples)
-    steps_per_epoch = math.ceil(num_samples / cfg.batch_size)
-    start_epoch, step = 0, 0
-    if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
-        load_defusion_state_dict(model, resume)
-        if "optimizers" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizers"])
-        if "schedulers" in ckpt:
-            scheduler.load_state_dict(ckpt["schedulers"])
-        start_epoch = int(ckpt.get("epoch", -1)) + 1
-        step = int(ckpt.get("step", start_epoch * steps_per_epoch))
-        torch.manual_seed(cfg.seed + start_epoch)  # fresh crops and masks, not a replay of epoch 0
+    steps_per_epoch = math.ceil(len(dataset) / cfg.batch_size)
+    if "optimizers" in ckpt:
+        optimizer.load_state_dict(ckpt["optimizers"])
+    if "schedulers" in ckpt:
+        scheduler.load_state_dict(ckpt["schedulers"])
+    step = int(ckpt.get("step", start_epoch * steps_per_epoch))
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -347,7 +361,6 @@ def train(
         num_workers=workers,
         generator=torch.Generator().manual_seed(cfg.seed + start_epoch),
     )
-
     log = LossLog(out / LOG_FILE, ("epoch", "lr") + LOSS_TERMS)
     history: list[dict[str, float]] = []
     done = 0
@@ -367,16 +380,16 @@ def train(
             if max_steps and done >= max_steps:
                 break
         scheduler.step()
-        ckpt = {
+        checkpoint = {
             "state_dict": model.state_dict(),
             "optimizers": optimizer.state_dict(),
             "schedulers": scheduler.state_dict(),
             "epoch": epoch,
             "step": step,
         }
-        save_atomic(ckpt, out / "latest.pth")
+        save_atomic(checkpoint, out / "latest.pth")
         if save_every and epoch % save_every == 0:
-            save_atomic(ckpt, out / f"{epoch}_models.pth")
+            save_atomic(checkpoint, out / f"{epoch}_models.pth")
         if max_steps and done >= max_steps:
             break
     return history

@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 from fusion_ros.errors import InputError
 from fusion_ros.methods.dmfuse import CONFIGS, DMFuseHead, DMFuseModel, load_head, load_unet
-from fusion_ros.training._common import IMAGE_SUFFIXES, load_at_least, random_crop_box
-from fusion_ros.training._common import LossLog, add_run_arguments, optimise, save_atomic, shuffled_loader, start_run, summary
+from fusion_ros.training._common import (
+    IMAGE_SUFFIXES, LossLog, add_run_arguments, load_at_least, optimise, random_crop_box, save_atomic, seeded_rng, shuffled_loader,
+    start_run, summary,
+)
 
 TARGET = "dmfuse"
 HELP = "DMFuse stage 2: train the fusion head on IR/visible pairs with the frozen diffusion U-Net"
@@ -138,24 +140,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     out: Path = args.out
     device = start_run(out, size=args.size, multiple=32, resume=args.resume, resume_files=(HEAD_FILE, STATE_FILE), device=args.device)
     cfg = CONFIGS[args.config]
     unet = load_unet(args.unet, cfg)
-    start_epoch, step = 0, 0
+    start_epoch, step, state = 0, 0, None
     if args.resume:
-        head = load_head(out / HEAD_FILE, cfg.feature_channels())
         state = torch.load(out / STATE_FILE, map_location=device, weights_only=True)
         start_epoch, step = int(state["epoch"]), int(state["step"])
-    elif args.init is not None:
-        head = load_head(args.init, cfg.feature_channels())
-    else:
-        head = DMFuseHead(cfg.feature_channels())
+    with seeded_rng(args.seed + step, device):  # a resumed run draws afresh, not a replay of the first
+        if args.resume:
+            head = load_head(out / HEAD_FILE, cfg.feature_channels())
+        elif args.init is not None:
+            head = load_head(args.init, cfg.feature_channels())
+        else:
+            head = DMFuseHead(cfg.feature_channels())
+        return _train(args, unet, head, state, start_epoch, step, device)
+
+
+def _train(args: argparse.Namespace, unet: torch.nn.Module, head: DMFuseHead, state: dict | None, start_epoch: int, step: int,
+           device: torch.device) -> int:
+    """The head's loop from ``start_epoch`` (``state``: the resumed optimiser's, or None)."""
+    from tqdm import tqdm
+
+    out: Path = args.out
     model = DMFuseModel(unet, head.train().requires_grad_(True)).to(device)
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
-    if args.resume:
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator(device=device).manual_seed(args.seed + step)  # noise: not a replay after --resume
     loader = shuffled_loader(

@@ -35,8 +35,10 @@ from fusion_ros.methods.dmfuse import (
     schedule_buffers,
     sqrt_alphas_cumprod_prev,
 )
-from fusion_ros.training._common import list_images, load_at_least, random_crop_box
-from fusion_ros.training._common import LossLog, add_run_arguments, optimise, save_atomic, shuffled_loader, start_run, summary
+from fusion_ros.training._common import (
+    LossLog, add_run_arguments, list_images, load_at_least, optimise, random_crop_box, save_atomic, seeded_rng, shuffled_loader,
+    start_run, summary,
+)
 
 TARGET = "dmfuse-ddpm"
 HELP = "DMFuse stage 1: train the diffusion U-Net (SR3 DDPM, cosine 2000 steps, L2 on noise) on natural images"
@@ -98,19 +100,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    device = start_run(out, size=args.size, multiple=16, resume=args.resume, resume_files=(GEN_FILE, OPT_FILE), device=args.device)
+    step, epoch, opt_state = 0, 0, None
+    if args.resume:
+        opt_state = torch.load(out / OPT_FILE, map_location=device, weights_only=True)
+        step, epoch = int(opt_state["iter"]), int(opt_state["epoch"])
+    with seeded_rng(args.seed + step, device):  # a resumed run draws afresh, not a replay of the first
+        unet = load_unet(out / GEN_FILE, CONFIGS[args.config]).requires_grad_(True) if args.resume else SR3UNet(CONFIGS[args.config])
+        return _train(args, unet.to(device), opt_state, step, epoch, device)
+
+
+def _train(args: argparse.Namespace, unet: SR3UNet, opt_state: dict | None, step: int, epoch: int, device: torch.device) -> int:
+    """The DDPM loop from ``step`` (``opt_state``: the resumed optimiser's, or None)."""
     from tqdm import tqdm
 
     out: Path = args.out
-    device = start_run(out, size=args.size, multiple=16, resume=args.resume, resume_files=(GEN_FILE, OPT_FILE), device=args.device)
-    step, epoch = 0, 0
-    if args.resume:
-        unet = load_unet(out / GEN_FILE, CONFIGS[args.config]).requires_grad_(True).to(device)
-        opt_state = torch.load(out / OPT_FILE, map_location=device, weights_only=True)
-        step, epoch = int(opt_state["iter"]), int(opt_state["epoch"])
-    else:
-        unet = SR3UNet(CONFIGS[args.config]).to(device)
     optimizer = torch.optim.Adam(unet.parameters(), lr=args.lr)
-    if args.resume:
+    if opt_state is not None:
         optimizer.load_state_dict(opt_state["optimizer"])
     loader = shuffled_loader(
         ImageCrops(list_images(args.images), args.size, args.grey),

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
+from fusion_ros.config import FusionConfig, build_config
 from fusion_ros.fuser import Fuser, check_visible, fused_arrays, visible_planes
 from fusion_ros.ui.logic import cache_key, key_metrics, timed_fuse
 
@@ -212,6 +213,13 @@ class FusionJobs:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _page_config(method: str, options: Mapping[str, Any], device: str, weights_dir: Path | None) -> FusionConfig:
+    """The page's choices as node parameter values, validated by :func:`~fusion_ros.config.build_config`
+    like every other entry point's (other settings at the node's defaults)."""
+    values = {"method": method, "device": device, "weights_dir": str(weights_dir or "")}
+    return build_config({**values, **{f"{method}.{name}": value for name, value in options.items()}})
+
+
 def fuse_pair(
     jobs: FusionJobs,
     report: Report,
@@ -244,9 +252,7 @@ def fuse_pair(
     # Building, timing and metrics all hold the slot: each uses the cores a timing would share.
     with jobs.measuring() as alone:
         report("loading model")
-        fuser, load_s = jobs.fuser(
-            method, model_key, lambda: Fuser(method, device=device, weights_dir=weights_dir, options=options, warmup=True)
-        )
+        fuser, load_s = jobs.fuser(method, model_key, lambda: Fuser.from_config(_page_config(method, options, device, weights_dir)))
 
         def once() -> np.ndarray:
             # The copy back to host is part of the time, so CUDA timings include synchronisation.
