@@ -10,10 +10,14 @@ Run from the repository root::
 there; nothing of it lives in this repository); without it the authors' row is left out. DMFuse's
 authors' code is not run: it hard-codes CUDA and peaks at 11-13 GB at 640x512 (see docs/RESULTS.md).
 
-Each (method, implementation, size) runs in a fresh child process, so its peak RSS (``ru_maxrss``, over
-both phases) is its own: one warm-up call (which also exports/compiles the ONNX graph, cached in a
-temporary folder shared by the run), ``--repeats`` timed calls idle, then a busy-loop process is started
-(one core saturated) and the same calls are timed again. Inputs are random grey pairs from a seeded
+Each (method, implementation, size, threads) runs in a fresh child process, so its peak RSS (``ru_maxrss``,
+over both phases) is its own: one warm-up call (which compiles the ONNX graph), ``--repeats`` timed calls
+idle, then a busy-loop process is started (one core saturated) and the same calls are timed again. The
+ONNX graphs are exported before, in another child (into a temporary cache shared by the run), so the peak
+RSS is the steady state's; the export's own peak (a one-time cost on first use) is its own column.
+``--ort-config`` / ``--ov-config`` override the runtimes' settings (``fusion_ros.deploy.backends``'s
+``ORT_SESSION_CONFIG`` / ``OPENVINO_CONFIG``), e.g. ``--ort-config session.intra_op.allow_spinning=1`` to
+measure spinning worker threads. Inputs are random grey pairs from a seeded
 generator; the networks have random weights from a seeded generator (same compute as the released ones).
 
 The "% conv peak" column divides the network's floating-point work per pair (counted by
@@ -46,6 +50,7 @@ from defusion import authors_run, conv_peak, load_authors_class  # noqa: E402
 
 NETWORKS = ("defusion", "dmfuse")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
+ONNX_RUNTIMES = RUNTIMES[1:]
 BURNER = "while True: pass"
 
 
@@ -97,11 +102,32 @@ def _timed(fn: Any, repeats: int) -> list[float]:
     return times
 
 
+def _configure(spec: dict[str, Any]) -> None:
+    """Apply the run's runtime-setting overrides in this (child) process."""
+    from fusion_ros.deploy import backends
+
+    backends.ORT_SESSION_CONFIG.update(spec.get("ort_config", {}))
+    backends.OPENVINO_CONFIG.update(spec.get("ov_config", {}))
+
+
+def export_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Export the method's ONNX graphs for the spec's size into the run's cache; returns the peak RSS."""
+    from fusion_ros.options import build_options
+    from fusion_ros.registry import get_method_class
+
+    cls = get_method_class(spec["method"])
+    method = cls(build_options(cls.Options, {}, spec["method"]), torch.device("cpu"), torch.float32, Path(spec["cache"]), random_init=True)
+    w, h = spec["size"]
+    method.export_onnx(Path(spec["cache"]), (h, w) if spec["method"] == "dmfuse" else None)
+    return {"export_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """Warm up, time idle, start the burner, time again; returns the row."""
     from fusion_ros.runtime import tune_malloc
 
     tune_malloc()
+    _configure(spec)
     torch.set_num_threads(spec["threads"])
     fn = _default_call(spec) if spec["method"] == "default" else _network_call(spec)
     with torch.inference_mode():
@@ -115,6 +141,29 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         burner.kill()
         burner.wait()
     return {**spec, "idle": idle, "busy": busy, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _run_child(flag: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Run this script with ``flag`` on ``spec`` in a fresh process; its JSON answer."""
+    out = subprocess.run([sys.executable, __file__, flag, json.dumps(spec)], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{spec['method']} {spec['impl']} {spec['size']} ({flag}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _ov_value(text: str) -> Any:
+    """An OpenVINO property value from the command line: true/false, an int, else the string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _settings(text: str, parse: Any) -> dict[str, Any]:
+    """``KEY=VALUE,...`` → a dict, values through ``parse``."""
+    pairs = [item.split("=", 1) for item in filter(None, text.split(","))]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"settings must be KEY=VALUE,...: {text!r}")
+    return {key: parse(value) for key, value in pairs}
 
 
 def flops_per_pair(method: str, size: tuple[int, int]) -> float:
@@ -150,16 +199,17 @@ def _p95(v: list[float]) -> float:
 def table(rows: list[dict[str, Any]], peak_gflops: float) -> str:
     lines = [
         "| method | implementation | size | threads | n | idle median s | idle p95 s | 1 core busy median s | busy p95 s "
-        "| busy/idle | peak RSS MiB | GFLOP/pair | % conv peak |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| busy/idle | peak RSS MiB | export peak MiB | GFLOP/pair | % conv peak |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mi, mb = statistics.median(r["idle"]), statistics.median(r["busy"])
         gflop = r.get("gflop")
         frac = f"{100 * gflop / mi / peak_gflops:.0f}" if gflop else "—"
+        export = f"{r['export_rss_mib']:.0f}" if r.get("export_rss_mib") else "—"
         lines.append(
             f"| {r['method']} | {r['impl']} | {r['size'][0]}x{r['size'][1]} | {r['threads']} | {len(r['idle'])} | {mi:.3f} | "
-            f"{_p95(r['idle']):.3f} | {mb:.3f} | {_p95(r['busy']):.3f} | {mb / mi:.2f} | {r['peak_rss_mib']:.0f} | "
+            f"{_p95(r['idle']):.3f} | {mb:.3f} | {_p95(r['busy']):.3f} | {mb / mi:.2f} | {r['peak_rss_mib']:.0f} | {export} | "
             f"{f'{gflop:.1f}' if gflop else '—'} | {frac} |"
         )
     return "\n".join(lines)
@@ -174,22 +224,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed DeFusion calls per phase (default 5)")
     p.add_argument("--dmfuse-repeats", type=int, default=2, help="timed DMFuse calls per phase (default 2)")
     p.add_argument("--default-repeats", type=int, default=30, help="timed calls of the default method per phase (default 30)")
-    p.add_argument("--threads", type=int, default=2, help="compute threads of the networks (default 2)")
-    p.add_argument("--skip", default="dmfuse:openvino:640x512",
-                   help="comma-separated METHOD:IMPL:WxH rows to leave out (default: DMFuse in OpenVINO at 640x512, "
-                   "whose U-Net graph runs several times slower there and would take most of the run; '' runs everything)")
+    p.add_argument("--threads", default="2", help="comma-separated compute threads of the networks, one row each (default 2)")
+    p.add_argument("--ort-config", default="", help="comma-separated KEY=VALUE ONNX Runtime session config entries over the defaults")
+    p.add_argument("--ov-config", default="", help="comma-separated KEY=VALUE OpenVINO properties over the defaults (true/false/ints parsed)")
+    p.add_argument("--skip", default="", help="comma-separated METHOD:IMPL:WxH rows to leave out (default: none)")
     p.add_argument("--out", type=Path, help="also write the table here")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--export-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        sys.stdout.write("\n" + json.dumps(child(json.loads(args.child))))
+    if args.child or args.export_child:
+        run = child if args.child else export_child
+        sys.stdout.write("\n" + json.dumps(run(json.loads(args.child or args.export_child))))
         return 0
 
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
     skip = set(filter(None, args.skip.split(",")))
     start, load_before = time.time(), Path("/proc/loadavg").read_text().split()[:3]
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    ort_config, ov_config = _settings(args.ort_config, str), _settings(args.ov_config, _ov_value)
+    torch.set_num_threads(max(thread_counts))
     peak = conv_peak(20)["best_gflops"]
     specs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as cache:
@@ -200,22 +254,26 @@ def main(argv: list[str] | None = None) -> int:
                     if f"{method}:{impl}:{size[0]}x{size[1]}" in skip:
                         continue
                     repeats = args.dmfuse_repeats if method == "dmfuse" else args.repeats
-                    specs.append({"method": method, "impl": impl, "size": size, "threads": args.threads, "repeats": repeats,
-                                  "cache": cache, "authors_repo": str(args.authors_repo or "")})
+                    specs += [{"method": method, "impl": impl, "size": size, "threads": threads, "repeats": repeats, "cache": cache,
+                               "authors_repo": str(args.authors_repo or ""), "ort_config": ort_config, "ov_config": ov_config}
+                              for threads in thread_counts]
         if "default" in methods:
             for threads in (1, 2):
                 specs.append({"method": "default", "impl": "torch (Fuser end to end)", "size": (640, 512), "threads": threads,
                               "repeats": args.default_repeats})
         rows = []
-        env = dict(os.environ, FUSION_ROS_ONNX_CACHE=cache, OMP_NUM_THREADS=str(args.threads))
+        exported: dict[tuple[str, tuple[int, int]], float] = {}
         for spec in specs:
-            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{spec['method']} {spec['impl']} {spec['size']} failed:\n{out.stderr[-3000:]}")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            env = dict(os.environ, FUSION_ROS_ONNX_CACHE=cache, OMP_NUM_THREADS=str(spec["threads"]))
+            key = (spec["method"], tuple(spec["size"]))
+            if spec["impl"] in ONNX_RUNTIMES and key not in exported:
+                exported[key] = _run_child("--export-child", spec, env)["export_rss_mib"]
+            row = _run_child("--child", spec, env)
+            if spec["impl"] in ONNX_RUNTIMES:
+                row["export_rss_mib"] = exported[key]
             if row["method"] in NETWORKS:
                 row["gflop"] = flops_per_pair(row["method"], tuple(row["size"])) / 1e9
-            print(f"{row['method']:>8} {row['impl']:>12} {row['size']}: idle {statistics.median(row['idle']):.3f} s, "
+            print(f"{row['method']:>8} {row['impl']:>12} {row['size']} {row['threads']} threads: idle {statistics.median(row['idle']):.3f} s, "
                   f"busy {statistics.median(row['busy']):.3f} s, {row['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
             rows.append(row)
     load_after = Path("/proc/loadavg").read_text().split()[:3]

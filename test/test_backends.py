@@ -161,6 +161,34 @@ def test_tiny_models_come_from_their_seed_not_the_global_rng(tmp_path: Path) -> 
     assert all(torch.equal(m1[k], m2[k]) for k in m1)
 
 
+class _TwoOutputs(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + 1, x * 2
+
+
+@pytest.mark.parametrize("runtime", ONNX_RUNTIMES)
+def test_runner_returns_every_output_of_one_inference(runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-output graph (DMFuse's U-Net has five) is run once per call, not once per output."""
+    from fusion_ros.deploy.export import export_onnx
+
+    path = export_onnx(_TwoOutputs(), (torch.zeros(1, 2, 4, 4),), tmp_path / "two.onnx", input_names=("x",), output_names=("a", "b"))
+    runner = OnnxRunner(path, runtime, CPU, threads=1)
+    calls = []
+    if runtime == "openvino":
+        import openvino
+
+        infer = openvino.InferRequest.infer
+        monkeypatch.setattr(openvino.InferRequest, "infer", lambda self, *a, **k: calls.append(1) or infer(self, *a, **k))
+    else:
+        run = runner._run
+        monkeypatch.setattr(runner, "_run", lambda feeds: calls.append(1) or run(feeds))
+    x = torch.arange(32, dtype=torch.float32).reshape(1, 2, 4, 4)
+    a, b = runner(x=x)
+    assert len(calls) == 1
+    torch.testing.assert_close(a, x + 1, rtol=0, atol=0)
+    torch.testing.assert_close(b, x * 2, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------- golden parity
 
 

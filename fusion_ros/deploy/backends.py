@@ -10,7 +10,7 @@
   with that provider (``onnxruntime-gpu``); it is selected and refused by tests, never measured here.
 * ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU, the
   method's order of the two CPU runtimes (DeFusion: OpenVINO first; DMFuse: ONNX Runtime first, OpenVINO
-  runs its U-Net graph several times slower; docs/RESULTS.md), else torch.
+  peaks at about twice its memory at 640×512; docs/RESULTS.md), else torch.
 
 :func:`resolve_backend` decides from what is installed; a backend that cannot run raises
 :class:`~fusion_ros.errors.DependencyError` (a missing package) or :class:`~fusion_ros.errors.ConfigError`
@@ -29,7 +29,7 @@ import torch
 
 from fusion_ros.errors import ConfigError, DependencyError
 
-__all__ = ["BACKENDS", "ONNX_BACKENDS", "Installed", "OnnxRunner", "installed", "ort_providers", "resolve_backend"]
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "OPENVINO_CONFIG", "ORT_RUN_CONFIG", "ORT_SESSION_CONFIG", "Installed", "OnnxRunner", "installed", "ort_providers", "ort_session_options", "resolve_backend"]
 
 #: Values of the methods' ``runtime`` option that run ONNX graphs.
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -119,6 +119,42 @@ def ort_providers(backend: str, device: torch.device, *, fp16: bool = False) -> 
     return [_CPU]
 
 
+def ort_session_options(threads: int) -> Any:
+    """ONNX Runtime session options for a robot computer: ``threads`` compute threads, and memory bounded
+    by what the graph needs at once.
+
+    * Priority-based execution order: the default order runs the unrolled attention chunks of DMFuse's
+      head breadth-first (every chunk's energies alive together); this one follows the graph's node
+      order, chunk after chunk. Peak RSS of DMFuse at 640×512: docs/RESULTS.md.
+    * No memory pattern: the pattern pre-plans one block per input shape for all of a run's
+      intermediates and keeps it; without it tensors are allocated from the arena as they are needed.
+    * The memory arena stays (without it the heap fragments more), but is shrunk after every run
+      (:data:`ORT_RUN_CONFIG`), so two graphs of one method (DMFuse's U-Net and head) do not each keep
+      their peak for the process's lifetime.
+    """
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
+    opts.enable_mem_pattern = False
+    for key, value in ORT_SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
+    return opts
+
+
+#: ONNX Runtime session config entries. Its worker threads do not spin-wait for work: with a core taken
+#: by another process, spinning workers steal the time the busy one needs (docs/RESULTS.md, contention).
+ORT_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+#: OpenVINO CPU plugin properties (the thread count is added per runner). fp32: on CPUs with bf16 or AMX it
+#: would otherwise compute in bf16. Latency: one stream, one request at a time. No pinning: a thread pinned
+#: to a core another process keeps busy cannot move to the free one.
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+#: ONNX Runtime run options: give the CPU arena's free memory back after each run (see :func:`ort_session_options`).
+ORT_RUN_CONFIG = {"memory.enable_memory_arena_shrinkage": "cpu:0"}
+
+
 def _onnx_input_names(path: Path) -> tuple[str, ...]:
     """The graph inputs of an ONNX file, in order (initializers excluded)."""
     import onnx
@@ -156,21 +192,27 @@ class OnnxRunner:
         if self.backend == "openvino":
             import openvino
 
-            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            config = {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads}
             compiled = openvino.Core().compile_model(str(self.path), "CPU", config)
             # OpenVINO renames ports (e.g. after a leading Cast); its inputs keep the ONNX graph's order.
             self.input_names = _onnx_input_names(self.path)
             request = compiled.create_infer_request()
-            self._run = lambda feeds: [request.infer([feeds[n] for n in self.input_names])[o] for o in compiled.outputs]
+
+            def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                results = request.infer([feeds[n] for n in self.input_names])  # one inference, all outputs (copies)
+                return [results[o] for o in compiled.outputs]
+
+            self._run = run
             return
         import onnxruntime
 
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+        opts = ort_session_options(threads)
         session = onnxruntime.InferenceSession(str(self.path), opts, providers=ort_providers(self.backend, self.device, fp16=self.fp16))
         self.input_names = tuple(i.name for i in session.get_inputs())
-        self._run = lambda feeds: session.run(None, feeds)
+        run_options = onnxruntime.RunOptions()
+        for key, value in ORT_RUN_CONFIG.items():
+            run_options.add_run_config_entry(key, value)
+        self._run = lambda feeds: session.run(None, feeds, run_options)
 
     def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
         missing = set(self.input_names) - set(inputs)

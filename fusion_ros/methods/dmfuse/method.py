@@ -104,7 +104,7 @@ class DMFuse(FusionMethod):
             self.generator.seed()
         self._noise_cache: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
         #: The runtime that runs: ``torch`` or one of the ONNX backends (``auto`` resolved).
-        # auto on CPU: ONNX Runtime first (OpenVINO ran the U-Net graph several times slower, docs/RESULTS.md).
+        # auto on CPU: ONNX Runtime first (OpenVINO's head graph peaks at about twice the memory, docs/RESULTS.md).
         self.backend = resolve_backend(opts.runtime, device, cpu_order=("onnxruntime", "openvino"))
         self._onnx = None
         if self.backend != "torch":
