@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -35,6 +37,27 @@ def _image(encoding: str, pixels: np.ndarray, stamp_ns: int) -> Image:
     return msg
 
 
+@contextmanager
+def _node_and_tester(name: str, domain: int, overrides: list[Parameter]) -> Iterator[tuple[FusionNode, object, SingleThreadedExecutor]]:
+    """A fusion node with ``overrides`` and a tester node on one executor of a private context; all torn down after."""
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = FusionNode(name, context=ctx, parameter_overrides=overrides)
+    tester = rclpy.create_node(f"{name}_tester", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(tester)
+    try:
+        yield node, tester, executor
+    finally:
+        executor.remove_node(node)
+        executor.remove_node(tester)
+        tester.destroy_node()
+        node.destroy_node()
+        executor.shutdown(timeout_sec=1)
+        rclpy.shutdown(context=ctx)
+
+
 @pytest.mark.slow
 def test_auto_registration_converges_without_stalling_fusion() -> None:
     truth = random_rig_homography(np.random.default_rng(7), RGB_WH, THERMAL_WH, rotation_deg=2.0,
@@ -44,16 +67,16 @@ def test_auto_registration_converges_without_stalling_fusion() -> None:
     for t in (0.5, 1.5, 2.5):
         th, rgb = render_pair(t, RGB_WH[1], RGB_WH[0], seed=2)
         frames.append((np.ascontiguousarray(thermal_view(th, truth, THERMAL_WH)), rgb))
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
     overrides = [Parameter("registration.auto", value=True), Parameter("registration.auto_frames", value=2),
                  Parameter("registration.auto_interval", value=1.0), Parameter("registration.auto_min_confidence", value=0.0),
                  Parameter("registration.homography", value=start)]
-    node = FusionNode("fusion_node_auto", context=ctx, parameter_overrides=overrides)
-    tester = rclpy.create_node("auto_tester", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(tester)
+    with _node_and_tester("fusion_node_auto", DOMAIN, overrides) as (node, tester, executor):
+        _converge(node, tester, executor, frames, start, truth)
+
+
+def _converge(node: FusionNode, tester: object, executor: SingleThreadedExecutor, frames: list[tuple[np.ndarray, np.ndarray]],
+              start: list[float], truth: np.ndarray) -> None:
+    """Feed the misaligned frames until the auto mode has applied an estimate; check it and that fusion went on."""
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)])
     spinner.start()
@@ -81,28 +104,15 @@ def test_auto_registration_converges_without_stalling_fusion() -> None:
     finally:
         stop.set()
         spinner.join(10)
-        executor.remove_node(node)
-        executor.remove_node(tester)
-        tester.destroy_node()
-        node.destroy_node()
-        executor.shutdown(timeout_sec=1)
-        rclpy.shutdown(context=ctx)
 
 
 def _call_save(save_path: str, homography: list[float]) -> object:
     """Start a node with registration.auto and ``save_path``, call ``~/save_registration`` once."""
     from std_srvs.srv import Trigger
 
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN + 1)
     overrides = [Parameter("registration.auto", value=True), Parameter("registration.save_path", value=save_path),
                  Parameter("registration.homography", value=homography)]
-    node = FusionNode("fusion_node_save", context=ctx, parameter_overrides=overrides)
-    tester = rclpy.create_node("save_tester", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(tester)
-    try:
+    with _node_and_tester("fusion_node_save", DOMAIN + 1, overrides) as (_, tester, executor):
         client = tester.create_client(Trigger, "/fusion_node_save/save_registration")
         deadline = time.monotonic() + 20.0
         while not client.service_is_ready() and time.monotonic() < deadline:
@@ -111,13 +121,6 @@ def _call_save(save_path: str, homography: list[float]) -> object:
         executor.spin_until_future_complete(future, timeout_sec=20.0)
         assert future.done(), "~/save_registration did not answer"
         return future.result()
-    finally:
-        executor.remove_node(node)
-        executor.remove_node(tester)
-        tester.destroy_node()
-        node.destroy_node()
-        executor.shutdown(timeout_sec=1)
-        rclpy.shutdown(context=ctx)
 
 
 def test_save_registration_service_writes_the_matrix_in_use(tmp_path) -> None:
