@@ -55,6 +55,22 @@ def test_register_a_pair_writes_params_and_overlay(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.slow
+def test_register_a_folder_spreads_frames_over_the_matching_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("ir", "vi"):
+        (tmp_path / sub).mkdir()
+    for i, (thermal, rgb) in enumerate(_frames((0.5, 1.5, 2.5))):
+        write_image(tmp_path / "ir" / f"{i:03d}.png", thermal)
+        write_image(tmp_path / "vi" / f"{i:03d}.png", rgb)
+    write_image(tmp_path / "ir" / "unmatched.png", np.zeros((8, 8), np.uint8))  # no visible partner: never read
+    out = tmp_path / "reg.yaml"
+    assert main(["register", str(tmp_path), "--frames", "2", "--params-out", str(out), "--min-confidence", "0"]) == 0
+    assert "2 frame(s)" in capsys.readouterr().out
+    from fusion_ros.registration import corner_error
+
+    assert corner_error(_yaml_homography(out), _truth(), THERMAL_WH) < 5.0
+
+
+@pytest.mark.slow
 def test_register_a_bag_uses_synchronized_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fusion_ros.bag import BagMessage, IMAGE_MSGTYPE, serialize_image, write_bag
 

@@ -10,14 +10,13 @@ import numpy as np
 
 from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, read_messages
 from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
 from fusion_ros.registration.params_file import write_params_yaml
 
 NAME = "register"
 HELP = "estimate the thermal→RGB homography from frame pairs (two images, a folder with ir/ and vi/, or a rosbag2)"
-
-_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,16 +41,9 @@ def _image_pairs(thermal: Path, rgb: Path) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    ir_dir, vi_dir = folder / "ir", folder / "vi"
-    if not ir_dir.is_dir() or not vi_dir.is_dir():
-        raise InputError(f"{folder} needs ir/ and vi/ subfolders with images of matching names")
-    ir = {p.stem: p for p in ir_dir.iterdir() if p.suffix.lower() in _SUFFIXES}
-    vi = {p.stem: p for p in vi_dir.iterdir() if p.suffix.lower() in _SUFFIXES}
-    names = sorted(ir.keys() & vi.keys())
-    if not names:
-        raise InputError(f"no matching image names in {ir_dir} and {vi_dir}")
-    picked = [names[i] for i in np.linspace(0, len(names) - 1, min(frames, len(names))).round().astype(int)]
-    return [(read_image(ir[n]), read_image(vi[n])) for n in dict.fromkeys(picked)]
+    pairs = find_pairs(folder)
+    picked = dict.fromkeys(np.linspace(0, len(pairs) - 1, min(frames, len(pairs))).round().astype(int).tolist())
+    return [(read_image(pairs[i].ir), read_image(pairs[i].vi)) for i in picked]
 
 
 def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
