@@ -141,3 +141,11 @@ def test_save_registration_service_without_a_path_says_what_to_set() -> None:
     response = _call_save("", [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0])
     assert not response.success
     assert "registration.save_path" in response.message
+
+
+def test_save_registration_service_reports_an_unwritable_path(tmp_path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the folder should be")
+    response = _call_save(str(blocker / "registration.yaml"), [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0])
+    assert not response.success
+    assert "cannot write" in response.message and "not_a_folder" in response.message
