@@ -208,6 +208,24 @@ def test_defusion_exported_graphs_equal_eager() -> None:
     assert_close_to_reference(exported, eager, what="torch.export vs eager")
 
 
+def test_export_mode_computes_the_eager_function() -> None:
+    """Export mode's rewrites (a crop for the odd-size nearest resize; narrow split-attention layers as two
+    dense convs with zero weights instead of one grouped conv and a channel split) equal eager, odd size."""
+    from fusion_ros.methods.defusion.network import SPLIT_FREE_MAX_CHANNELS, SplitAttentionConv2d
+    from fusion_ros.methods.defusion.testing import tiny_net
+
+    net = tiny_net(4)
+    widths = {m.conv.out_channels // 2 for m in net.modules() if isinstance(m, SplitAttentionConv2d)}
+    assert min(widths) <= SPLIT_FREE_MAX_CHANNELS < max(widths)  # both forms run
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.rand(1, 3, 43, 37, generator=gen), torch.rand(1, 3, 43, 37, generator=gen)
+    with torch.no_grad():
+        eager = net.fuse(x, y)
+        exported = net.set_export_mode(True).fuse(x, y)
+    assert float(eager.abs().max()) > 0
+    assert_close_to_reference(exported, eager, what="export mode vs eager")
+
+
 # ---------------------------------------------------------------------------------------------- adapter
 
 

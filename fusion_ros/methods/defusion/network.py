@@ -80,6 +80,10 @@ def _onednn_fusion_available() -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+#: Widest split-attention layer (channels per split) that export mode computes without a channel split.
+SPLIT_FREE_MAX_CHANNELS = 16
+
+
 class SplitAttentionConv2d(nn.Module):
     """ResNeSt split-attention 3x3 conv with radix 2 and one cardinal group, no normalisation.
 
@@ -99,6 +103,26 @@ class SplitAttentionConv2d(nn.Module):
         self.fc1 = nn.Conv2d(channels, inter, 1)
         self.fc2 = nn.Conv2d(inter, 2 * channels, 1)
         self.onednn_fusion = False
+        #: Export mode (set by :meth:`DeFusionNet.set_export_mode`): narrow layers without a channel split.
+        self.export_mode = False
+
+    def _splits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two radix splits ``relu(grouped conv(x))``, each (B, C, H, W).
+
+        In export mode, for at most :data:`SPLIT_FREE_MAX_CHANNELS` channels, each split is its own dense
+        conv over all input channels, the other group's weights zero (``x·0`` adds ``+0.0``: the same sums
+        up to float order). The runtimes keep such narrow maps in NHWC, where slicing channels off one
+        conv's output is a copy in a reference kernel (OpenVINO: ~9 % of DeFusion's time at 640x512);
+        the extra multiply-adds are cheap at these widths (docs/RESULTS.md, Deployment).
+        """
+        w = self.conv.weight
+        c = w.shape[0] // 2
+        if self.export_mode and c <= SPLIT_FREE_MAX_CHANNELS:
+            zeros = torch.zeros_like(w[:c])
+            s0 = F.relu(F.conv2d(x, torch.cat([w[:c], zeros], 1), None, 1, 1))
+            return s0, F.relu(F.conv2d(x, torch.cat([zeros, w[c:]], 1), None, 1, 1))
+        x = _conv_relu(x, self.conv, self.onednn_fusion)  # (B, 2C, H, W)
+        return x[:, :c], x[:, c:]
 
     def _attention(self, gap: torch.Tensor) -> torch.Tensor:
         """Split weights for one image: (1, C, 1, 1) pooled sum → (1, 2C, 1, 1), radix-major."""
@@ -109,15 +133,14 @@ class SplitAttentionConv2d(nn.Module):
         return att.reshape(b, -1).view(b, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _conv_relu(x, self.conv, self.onednn_fusion)  # (B, 2C, H, W)
-        c = x.shape[1] // 2
-        s0, s1 = x[:, :c], x[:, c:]
+        s0, s1 = self._splits(x)
+        c = s0.shape[1]
         gap = F.adaptive_avg_pool2d(s0 + s1, 1)  # (B, C, 1, 1)
         if gap.shape[0] == 1:
             att = self._attention(gap)
         else:  # per image: ATen's batch-1 GEMM for the MLP rounds differently from the batched one
             att = torch.cat([self._attention(gap[i : i + 1]) for i in range(gap.shape[0])])
-        if x.requires_grad:  # training: keep the ReLU output intact for autograd
+        if s0.requires_grad:  # training: keep the ReLU output intact for autograd
             return att[:, :c] * s0 + att[:, c:] * s1
         return torch.add(s0.mul_(att[:, :c]), s1.mul_(att[:, c:]))  # (B, C, H, W)
 
@@ -212,11 +235,19 @@ def _max_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _upsample_to(x: torch.Tensor, size: list[int], always: bool = False) -> torch.Tensor:
+def _upsample_to(x: torch.Tensor, size: list[int], export: bool = False) -> torch.Tensor:
     """``nn.Upsample(scale_factor=2, mode='bilinear')`` then the authors' nearest resize to the skip's
-    ``[H, W]`` (a no-op unless the skip has an odd size, so it is skipped then, unless ``always``)."""
+    ``[H, W]`` (a no-op unless the skip has an odd size, so it is skipped then).
+
+    ``export``: a crop to ``[H, W]`` instead, which one graph serves at every size. It equals the nearest
+    resize here: the upsampled side is ``2·ceil(s/2)``, so ``s`` or ``s + 1``, and nearest from ``s + 1``
+    to ``s`` reads source ``floor(i·(s+1)/s) = i`` for every ``i < s`` (PyTorch computes that product in
+    float32, exact to below the ``1/s`` margin for sides under ~4,000 pixels).
+    """
     x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-    if always or x.shape[-2] != size[0] or x.shape[-1] != size[1]:
+    if export:
+        return x[..., : size[0], : size[1]]
+    if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
         x = F.interpolate(x, size=size, mode="nearest")
     return x
 
@@ -315,10 +346,14 @@ class DeFusionNet(nn.Module):
                     m.bias.uniform_(-bound, bound, generator=generator)
 
     def set_export_mode(self, enabled: bool) -> DeFusionNet:
-        """Trace-friendly forward for ONNX/TorchScript export: plain ``MaxPool2d`` instead of the strided-view
-        max (whose slice bounds a tracer freezes) and the nearest resize after each ×2 upsampling always
-        applied (a no-op on even sizes, so outputs are unchanged), so one graph serves every input size."""
+        """Trace-friendly forward for ONNX export, the same function up to float rounding: plain ``MaxPool2d``
+        instead of the strided-view max (whose slice bounds a tracer freezes) and a crop to the skip's size
+        after each ×2 upsampling (see :func:`_upsample_to`), so one graph serves every input size; narrow
+        split-attention layers without a channel split (see :meth:`SplitAttentionConv2d._splits`)."""
         self.export_mode = bool(enabled)
+        for m in self.modules():
+            if isinstance(m, SplitAttentionConv2d):
+                m.export_mode = self.export_mode
         return self
 
     def set_onednn_fusion(self, enabled: bool) -> DeFusionNet:
