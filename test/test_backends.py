@@ -19,7 +19,7 @@ import torch
 from fusion_ros.deploy.backends import BACKENDS, Installed, OnnxRunner, installed, ort_providers, resolve_backend
 from fusion_ros.errors import ConfigError, DependencyError
 from fusion_ros.methods.defusion import DeFusion, DeFusionNet, load_defusion_state_dict, run_pipeline
-from fusion_ros.methods.defusion.backends import OnnxFuse, export_fuse_graph
+from fusion_ros.methods.defusion.backends import OnnxFuse, export_form, export_fuse_graph
 from fusion_ros.methods.defusion.testing import tiny_net
 from fusion_ros.methods.dmfuse import CONFIGS, DMFuseHead, DMFuseModel, TIMESTEPS, load_head, load_unet
 from fusion_ros.methods.dmfuse.backends import export_head_graph, export_unet_graph
@@ -132,7 +132,7 @@ def test_defusion_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: 
     method = build(runtime)
     assert method.backend == runtime
     assert _rel_err(method.fuse(ir, vis), ref) <= REL_TOL
-    assert len(list(onnx_cache.glob("defusion-fuse-dyn-*.onnx"))) == 1
+    assert [p.name.split("-")[2] for p in onnx_cache.glob("defusion-fuse-*.onnx")] == ["openvino" if runtime == "openvino" else "dyn"]
 
 
 @pytest.mark.slow
@@ -229,7 +229,7 @@ def test_defusion_static_shape_path_matches_torch_at_two_sizes(runtime: str, tmp
     """One dynamic graph, compiled per padded size by one runner: an odd size and a second size, each
     against the exact torch path, and both compilations kept."""
     net = tiny_net(6).requires_grad_(False)
-    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "g.onnx"), runtime, CPU, threads=1)
+    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "g.onnx", form=export_form(runtime)), runtime, CPU, threads=1)
     g = torch.Generator().manual_seed(9)
     for h, w in ((37, 51), (48, 40)):
         ir, vis = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
@@ -249,7 +249,7 @@ def test_defusion_backend_matches_golden(shared_dir: Path, runtime: str, tmp_pat
     golden = shared_dir / "golden" / "defusion"
     net = DeFusionNet().eval()
     load_defusion_state_dict(net, golden / "weights_seed0.safetensors")
-    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "defusion.onnx"), runtime, CPU)
+    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "defusion.onnx", form=export_form(runtime)), runtime, CPU)
     for case in ("case1", "case2"):
         ir = torch.from_numpy(np.load(golden / f"{case}_input_ir.npy"))
         vis = torch.from_numpy(np.load(golden / f"{case}_input_vis.npy"))

@@ -208,9 +208,11 @@ def test_defusion_exported_graphs_equal_eager() -> None:
     assert_close_to_reference(exported, eager, what="torch.export vs eager")
 
 
-def test_export_mode_computes_the_eager_function() -> None:
-    """Export mode's rewrites (a crop for the odd-size nearest resize; narrow split-attention layers as two
-    dense convs with zero weights instead of one grouped conv and a channel split) equal eager, odd size."""
+@pytest.mark.parametrize("form", ["generic", "openvino"])
+def test_export_mode_computes_the_eager_function(form: str) -> None:
+    """Export mode's forms equal eager at an odd size: the nearest resize always applied (generic), or a crop
+    for it and narrow split-attention layers as two dense convs with zero weights instead of one grouped
+    conv and a channel split (openvino)."""
     from fusion_ros.methods.defusion.network import SPLIT_FREE_MAX_CHANNELS, SplitAttentionConv2d
     from fusion_ros.methods.defusion.testing import tiny_net
 
@@ -221,9 +223,16 @@ def test_export_mode_computes_the_eager_function() -> None:
     x, y = torch.rand(1, 3, 43, 37, generator=gen), torch.rand(1, 3, 43, 37, generator=gen)
     with torch.no_grad():
         eager = net.fuse(x, y)
-        exported = net.set_export_mode(True).fuse(x, y)
+        exported = net.set_export_mode(True, form).fuse(x, y)
     assert float(eager.abs().max()) > 0
     assert_close_to_reference(exported, eager, what="export mode vs eager")
+
+
+def test_export_mode_refuses_an_unknown_form() -> None:
+    from fusion_ros.methods.defusion.testing import tiny_net
+
+    with pytest.raises(ValueError, match="unknown export form 'tflite'; valid: generic, openvino"):
+        tiny_net(0).set_export_mode(True, "tflite")
 
 
 # ---------------------------------------------------------------------------------------------- adapter

@@ -20,7 +20,9 @@ __all__ = [
     "Bottleneck",
     "DeFusionConfig",
     "DeFusionNet",
+    "EXPORT_FORMS",
     "ResNestLayer",
+    "SPLIT_FREE_MAX_CHANNELS",
     "SplitAttentionConv2d",
 ]
 
@@ -80,8 +82,12 @@ def _onednn_fusion_available() -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-#: Widest split-attention layer (channels per split) that export mode computes without a channel split.
+#: Widest split-attention layer (channels per split) that OpenVINO's export form computes without a channel split.
 SPLIT_FREE_MAX_CHANNELS = 16
+
+
+#: Forms of the export graph (:meth:`DeFusionNet.set_export_mode`): each the fastest for its runtimes.
+EXPORT_FORMS = ("generic", "openvino")
 
 
 class SplitAttentionConv2d(nn.Module):
@@ -103,21 +109,21 @@ class SplitAttentionConv2d(nn.Module):
         self.fc1 = nn.Conv2d(channels, inter, 1)
         self.fc2 = nn.Conv2d(inter, 2 * channels, 1)
         self.onednn_fusion = False
-        #: Export mode (set by :meth:`DeFusionNet.set_export_mode`): narrow layers without a channel split.
-        self.export_mode = False
+        #: OpenVINO's export form (set by :meth:`DeFusionNet.set_export_mode`): narrow layers without a channel split.
+        self.split_free = False
 
     def _splits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two radix splits ``relu(grouped conv(x))``, each (B, C, H, W).
 
-        In export mode, for at most :data:`SPLIT_FREE_MAX_CHANNELS` channels, each split is its own dense
+        With ``split_free``, for at most :data:`SPLIT_FREE_MAX_CHANNELS` channels, each split is its own dense
         conv over all input channels, the other group's weights zero (``x·0`` adds ``+0.0``: the same sums
-        up to float order). The runtimes keep such narrow maps in NHWC, where slicing channels off one
-        conv's output is a copy in a reference kernel (OpenVINO: ~9 % of DeFusion's time at 640x512);
-        the extra multiply-adds are cheap at these widths (docs/RESULTS.md, Deployment).
+        up to float order). OpenVINO keeps such narrow maps in NHWC, where slicing channels off one conv's
+        output is a copy in a reference kernel (~9 % of DeFusion's time at 640x512), and the extra
+        multiply-adds are cheap at these widths; ONNX Runtime is slower with it (docs/RESULTS.md, Deployment).
         """
         w = self.conv.weight
         c = w.shape[0] // 2
-        if self.export_mode and c <= SPLIT_FREE_MAX_CHANNELS:
+        if self.split_free and c <= SPLIT_FREE_MAX_CHANNELS:
             zeros = torch.zeros_like(w[:c])
             s0 = F.relu(F.conv2d(x, torch.cat([w[:c], zeros], 1), None, 1, 1))
             return s0, F.relu(F.conv2d(x, torch.cat([zeros, w[c:]], 1), None, 1, 1))
@@ -235,19 +241,20 @@ def _max_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _upsample_to(x: torch.Tensor, size: list[int], export: bool = False) -> torch.Tensor:
-    """``nn.Upsample(scale_factor=2, mode='bilinear')`` then the authors' nearest resize to the skip's
-    ``[H, W]`` (a no-op unless the skip has an odd size, so it is skipped then).
+def _upsample_to(x: torch.Tensor, size: list[int], resize: str = "auto") -> torch.Tensor:
+    """``nn.Upsample(scale_factor=2, mode='bilinear')`` then the authors' nearest resize to the skip's ``[H, W]``.
 
-    ``export``: a crop to ``[H, W]`` instead, which one graph serves at every size. It equals the nearest
-    resize here: the upsampled side is ``2·ceil(s/2)``, so ``s`` or ``s + 1``, and nearest from ``s + 1``
-    to ``s`` reads source ``floor(i·(s+1)/s) = i`` for every ``i < s`` (PyTorch computes that product in
-    float32, exact to below the ``1/s`` margin for sides under ~4,000 pixels).
+    ``resize``: ``"auto"`` skips the nearest resize where it is a no-op (the skip has an even size);
+    ``"always"`` applies it (a traced graph then serves every size); ``"crop"`` crops to ``[H, W]`` instead,
+    also for every size. The crop equals the nearest resize here: the upsampled side is ``2·ceil(s/2)``,
+    so ``s`` or ``s + 1``, and nearest from ``s + 1`` to ``s`` reads source ``floor(i·(s+1)/s) = i`` for
+    every ``i < s`` (PyTorch computes that product in float32, exact to below the ``1/s`` margin for sides
+    under ~4,000 pixels).
     """
     x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-    if export:
+    if resize == "crop":
         return x[..., : size[0], : size[1]]
-    if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
+    if resize == "always" or x.shape[-2] != size[0] or x.shape[-1] != size[1]:
         x = F.interpolate(x, size=size, mode="nearest")
     return x
 
@@ -331,6 +338,7 @@ class DeFusionNet(nn.Module):
         self.onednn_fusion = False
         #: Export mode: only ops every ONNX runtime has and shape-generic resizes (see :meth:`set_export_mode`).
         self.export_mode = False
+        self.export_form = "generic"
         self.reset_parameters()
 
     @torch.no_grad()
@@ -345,15 +353,23 @@ class DeFusionNet(nn.Module):
                     bound = 1.0 / math.sqrt(m.weight[0].numel())
                     m.bias.uniform_(-bound, bound, generator=generator)
 
-    def set_export_mode(self, enabled: bool) -> DeFusionNet:
-        """Trace-friendly forward for ONNX export, the same function up to float rounding: plain ``MaxPool2d``
-        instead of the strided-view max (whose slice bounds a tracer freezes) and a crop to the skip's size
-        after each ×2 upsampling (see :func:`_upsample_to`), so one graph serves every input size; narrow
-        split-attention layers without a channel split (see :meth:`SplitAttentionConv2d._splits`)."""
+    def set_export_mode(self, enabled: bool, form: str = "generic") -> DeFusionNet:
+        """Trace-friendly forward for ONNX export (one graph for every input size), the same function up to
+        float rounding: plain ``MaxPool2d`` instead of the strided-view max (whose slice bounds a tracer
+        freezes), and after each ×2 upsampling the nearest resize always applied (a no-op on even sizes).
+
+        ``form``: :data:`EXPORT_FORMS`. ``"openvino"`` replaces that nearest resize with a crop and computes
+        narrow split-attention layers without a channel split (:meth:`SplitAttentionConv2d._splits`):
+        faster in OpenVINO, slower in ONNX Runtime, whose layout passes keep a Resize in its blocked
+        layout but not a Slice (docs/RESULTS.md, Deployment).
+        """
+        if form not in EXPORT_FORMS:
+            raise ValueError(f"unknown export form {form!r}; valid: {', '.join(EXPORT_FORMS)}")
         self.export_mode = bool(enabled)
+        self.export_form = form
         for m in self.modules():
             if isinstance(m, SplitAttentionConv2d):
-                m.export_mode = self.export_mode
+                m.split_free = self.export_mode and form == "openvino"
         return self
 
     def set_onednn_fusion(self, enabled: bool) -> DeFusionNet:
@@ -402,7 +418,7 @@ class DeFusionNet(nn.Module):
         """
         f1, f2, f3 = feats
         n = f3.shape[0] // 2
-        ex = self.export_mode
+        ex = ("crop" if self.export_form == "openvino" else "always") if self.export_mode else "auto"
         s1, s2 = [f1.shape[-2], f1.shape[-1]], [f2.shape[-2], f2.shape[-1]]
         pair3 = _pair_channels(f3, n)  # (N, 512, H/8, W/8) = cat(f_u3, f_l3)
         common = self.common_encoder(pair3)  # (N, 1024, H/8, W/8)
