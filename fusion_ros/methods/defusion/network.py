@@ -183,9 +183,13 @@ class Bottleneck(nn.Module):
         self.onednn_fusion = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _conv_relu(x, self.conv1, self.onednn_fusion)
+        return self.finish(_conv_relu(x, self.conv1, self.onednn_fusion), self.downsample(x))
+
+    def finish(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The block from ``out = relu(conv1(x))`` and ``shortcut = downsample(x)`` on: split-attention conv,
+        [avg pool], then ``relu(conv3(·) + shortcut)``."""
         out = self.avd_layer(self.conv2(out))
-        return _conv_add_relu(out, self.downsample(x), self.conv3, self.onednn_fusion)
+        return _conv_add_relu(out, shortcut, self.conv3, self.onednn_fusion)
 
 
 class ResNestLayer(nn.Module):
@@ -424,19 +428,43 @@ class DeFusionNet(nn.Module):
         common = self.common_encoder(pair3)  # (N, 1024, H/8, W/8)
 
         c = self.decoder_common_layer1(torch.cat([common, pair3], 1))  # (N, 256, H/8, W/8)
-        c = self.decoder_common_layer2(torch.cat([_upsample_to(c, s2, ex), _pair_channels(f2, n)], 1))  # (N, 64, H/4)
-        c = self.decoder_common_layer3(torch.cat([_upsample_to(c, s1, ex), _pair_channels(f1, n)], 1))  # (N, 16, H/2)
-        c = self.decoder_common_layer4(_upsample_to(c, size, ex))  # (N, 16, H, W)
+        c = self._upsampled_layer(self.decoder_common_layer2, c, _pair_channels(f2, n), s2, ex)  # (N, 64, H/4)
+        c = self._upsampled_layer(self.decoder_common_layer3, c, _pair_channels(f1, n), s1, ex)  # (N, 16, H/2)
+        c = self.decoder_common_layer4(_upsample_to(c, size, ex))  # (N, 16, H, W); identity shortcut
 
         u = self.decoder_upper_layer1(torch.cat([torch.cat([common, common]), f3], 1))  # (2N, 384, H/8)
-        u = self.decoder_upper_layer2(torch.cat([_upsample_to(u, s2, ex), f2], 1))  # (2N, 128, H/4)
+        u = self._upsampled_layer(self.decoder_upper_layer2, u, f2, s2, ex)  # (2N, 128, H/4)
         # From here per input: the 192-channel half-resolution and the 64-channel full-resolution maps
         # are the largest tensors of the network, and batching them would double the peak memory.
         halves = []
         for part in (slice(0, n), slice(n, 2 * n)):
-            h = self.decoder_upper_layer3(torch.cat([_upsample_to(u[part], s1, ex), f1[part]], 1))  # (N, 64, H/2)
-            halves.append(self.decoder_upper_layer4(_upsample_to(h, size, ex)))  # (N, 16, H, W)
+            h = self._upsampled_layer(self.decoder_upper_layer3, u[part], f1[part], s1, ex)  # (N, 64, H/2)
+            halves.append(self._upsampled_layer(self.decoder_upper_layer4[0], h, None, size, ex))  # (N, 16, H, W)
         return c, halves[0], halves[1]
+
+    def _upsampled_layer(
+        self, layer: ResNestLayer, low: torch.Tensor, skip: torch.Tensor | None, size: list[int], resize: str
+    ) -> torch.Tensor:
+        """``layer(cat([_upsample_to(low, size), skip], 1))`` (no concatenation without ``skip``), for a layer
+        whose first block starts with 1x1 convs only (``conv1`` and a stride-1 conv shortcut, no biases).
+
+        In export mode those two 1x1 convs run before the upsampling, on ``low`` and ``skip`` apart, and their
+        parts are added: a 1x1 conv mixes channels per pixel, the bilinear ×2 and the nearest resize or crop
+        mix pixels per channel, so they commute, and a conv of a concatenation is the sum of its parts'
+        convs. The same function up to float rounding, but the wide upsampled maps and their concatenation
+        are never built and the convs on ``low`` run on a quarter of the pixels (docs/RESULTS.md, Deployment).
+        """
+        if not self.export_mode:
+            x = _upsample_to(low, size, resize)
+            return layer(x if skip is None else torch.cat([x, skip], 1))
+        first = layer.layer[0]
+        c = low.shape[1]
+
+        def conv1x1(conv: nn.Conv2d) -> torch.Tensor:
+            y = _upsample_to(F.conv2d(low, conv.weight[:, :c]), size, resize)
+            return y if skip is None else y + F.conv2d(skip, conv.weight[:, c:])
+
+        return layer.layer[1:](first.finish(F.relu(conv1x1(first.conv1)), conv1x1(first.downsample[0])))
 
     def _embeddings(self, img1: torch.Tensor, img2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.decode(self.encode(img1, img2), [img1.shape[-2], img1.shape[-1]])
