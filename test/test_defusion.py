@@ -210,9 +210,9 @@ def test_defusion_exported_graphs_equal_eager() -> None:
 
 @pytest.mark.parametrize("form", ["generic", "openvino"])
 def test_export_mode_computes_the_eager_function(form: str) -> None:
-    """Export mode's forms equal eager at an odd size: the nearest resize always applied (generic), or a crop
-    for it and narrow split-attention layers as two dense convs with zero weights instead of one grouped
-    conv and a channel split (openvino)."""
+    """Export mode's forms equal eager at an odd size: 1x1 convs before the upsamplings, and the nearest
+    resize always applied (generic), or a crop for it and narrow split-attention layers as two dense convs
+    with zero weights instead of one grouped conv and a channel split (openvino)."""
     from fusion_ros.methods.defusion.network import SPLIT_FREE_MAX_CHANNELS, SplitAttentionConv2d
     from fusion_ros.methods.defusion.testing import tiny_net
 

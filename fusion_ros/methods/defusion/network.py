@@ -360,7 +360,8 @@ class DeFusionNet(nn.Module):
     def set_export_mode(self, enabled: bool, form: str = "generic") -> DeFusionNet:
         """Trace-friendly forward for ONNX export (one graph for every input size), the same function up to
         float rounding: plain ``MaxPool2d`` instead of the strided-view max (whose slice bounds a tracer
-        freezes), and after each ×2 upsampling the nearest resize always applied (a no-op on even sizes).
+        freezes), after each ×2 upsampling the nearest resize always applied (a no-op on even sizes), and
+        the 1x1 convs after an upsampling moved before it (:meth:`_upsampled_layer`).
 
         ``form``: :data:`EXPORT_FORMS`. ``"openvino"`` replaces that nearest resize with a crop and computes
         narrow split-attention layers without a channel split (:meth:`SplitAttentionConv2d._splits`):
