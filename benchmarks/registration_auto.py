@@ -17,21 +17,13 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from fusion_ros.evaluate import find_pairs, load_source
+from fusion_ros.evaluate import find_pairs
 from fusion_ros.registration import corner_error
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
-from registration import RGB_WH, THERMAL_WH
-
-
-def drive(shared: Path, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A dataset's registered pairs at 640x512, thermal on the RGB grid."""
-    return [(cv2.resize(load_source(p.ir, thermal=True), RGB_WH, interpolation=cv2.INTER_AREA),
-             cv2.resize(load_source(p.vi, thermal=False), RGB_WH, interpolation=cv2.INTER_AREA))
-            for p in find_pairs(shared / "data" / name)]
+from registration import RGB_WH, THERMAL_WH, registered_pair
 
 
 def run(pairs: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray, settings: AutoSettings) -> tuple[list[float], float]:
@@ -59,7 +51,7 @@ def main() -> None:
     rng = np.random.default_rng(7)
     finals: dict[tuple[int, float], list[float]] = {(c.frames, c.smoothing): [] for c in choices}
     for name in args.drives.split(","):
-        pairs = drive(args.shared, name)
+        pairs = [registered_pair(p) for p in find_pairs(args.shared / "data" / name)]
         for _ in range(args.warps):
             truth = random_rig_homography(rng, RGB_WH, THERMAL_WH)
             for settings in choices:

@@ -23,14 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion_ros.evaluate import find_pairs, load_source
+from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, read_thermal
 from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
-
-RGB_WH = (640, 512)
-THERMAL_WH = (320, 256)
+from registration import RGB_WH, THERMAL_WH, registered_pair
 
 
 def sequences(shared: Path | None) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -46,9 +44,7 @@ def sequences(shared: Path | None) -> dict[str, list[tuple[np.ndarray, np.ndarra
         for name in ("roadscene", "llvip"):
             pairs = find_pairs(shared / "data" / name)
             chosen = [pairs[i] for i in np.linspace(0, len(pairs) - 1, 10).round().astype(int)]
-            seqs[f"{name} drive"] = [(cv2.resize(load_source(p.ir, thermal=True), RGB_WH, interpolation=cv2.INTER_AREA),
-                                      cv2.resize(load_source(p.vi, thermal=False), RGB_WH, interpolation=cv2.INTER_AREA))
-                                     for p in chosen]
+            seqs[f"{name} drive"] = [registered_pair(p) for p in chosen]
     return seqs
 
 
