@@ -614,7 +614,7 @@ def estimate_homography(
     residual = _corner_sigma(g, fine[-1], a_mat, sigma2, (w, h), (W, H))
     # The uncertainty is judged in thermal pixels, what the frames can resolve: a 640-wide thermal core
     # beside a 1920-wide RGB camera (3 RGB px per thermal px) is as sure of itself as one beside a
-    # 640-wide RGB camera; at 2 RGB px per thermal px this is the former RGB-pixel rule exp(-(σ - 0.5)/2).
+    # 640-wide RGB camera (at 2 RGB px per thermal px, the benchmarks' rig, it is exp(-(σ_rgb - 0.5) / 2)).
     residual_thermal = residual / _density(hm, (w, h))
     confidence = float(
         np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual_thermal - 0.25, 0.0))
