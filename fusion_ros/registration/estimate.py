@@ -612,12 +612,13 @@ def estimate_homography(
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 20, least_squares=True)
     hm = _norm(np.linalg.inv(g))
     residual = _corner_sigma(g, fine[-1], a_mat, sigma2, (w, h), (W, H))
-    # The uncertainty is judged in thermal pixels, what the frames can resolve: a 640-wide thermal core
-    # beside a 1920-wide RGB camera (3 RGB px per thermal px) is as sure of itself as one beside a
-    # 640-wide RGB camera (at 2 RGB px per thermal px, the benchmarks' rig, it is exp(-(σ_rgb - 0.5) / 2)).
-    residual_thermal = residual / _density(hm, (w, h))
+    # The uncertainty is judged in pixels of the coarser camera, what the frames can resolve: a 640-wide
+    # thermal core beside a 1920-wide RGB camera (3 RGB px per thermal px) is as sure of itself as one
+    # beside a 640-wide RGB camera (at 2 RGB px per thermal px, the benchmarks' rig, the term is
+    # exp(-(σ_rgb - 0.5) / 2)).
+    residual_coarse = residual / max(_density(hm, (w, h)), 1.0)
     confidence = float(
-        np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual_thermal - 0.25, 0.0))
+        np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual_coarse - 0.25, 0.0))
     )
     result = RegistrationResult(hm, confidence, residual, float(rho), float(margin), len(grays), time.perf_counter() - start)
     if confidence < cfg.min_confidence:
