@@ -24,7 +24,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from fusion_ros.evaluate import find_pairs, load_source
+from fusion_ros.evaluate import ImagePair, find_pairs, load_source
 from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
@@ -32,6 +32,15 @@ from fusion_ros.scenes import render_pair
 RGB_WH = (640, 512)
 THERMAL_WH = (320, 256)
 DATASETS = ("vifb", "tno", "roadscene", "llvip")
+
+
+def registered_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's registered pair at 640x512: thermal grey on the RGB grid, RGB (H,W,3) uint8."""
+    ir = load_source(pair.ir, thermal=True)
+    vi = load_source(pair.vi, thermal=False)
+    if vi.ndim == 2:
+        vi = np.repeat(vi[..., None], 3, axis=2)
+    return cv2.resize(ir, RGB_WH, interpolation=cv2.INTER_AREA), cv2.resize(vi, RGB_WH, interpolation=cv2.INTER_AREA)
 
 
 def load_pairs(shared: Path | None, per_dataset: int, scenes: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -42,14 +51,8 @@ def load_pairs(shared: Path | None, per_dataset: int, scenes: int) -> list[tuple
         out.append((f"scene/{seed}", th, rgb))
     if shared is not None:
         for name in DATASETS:
-            pairs = find_pairs(shared / "data" / name)[:per_dataset]
-            for pair in pairs:
-                ir = load_source(pair.ir, thermal=True)
-                vi = load_source(pair.vi, thermal=False)
-                if vi.ndim == 2:
-                    vi = np.repeat(vi[..., None], 3, axis=2)
-                out.append((f"{name}/{pair.name}", cv2.resize(ir, RGB_WH, interpolation=cv2.INTER_AREA),
-                            cv2.resize(vi, RGB_WH, interpolation=cv2.INTER_AREA)))
+            for pair in find_pairs(shared / "data" / name)[:per_dataset]:
+                out.append((f"{name}/{pair.name}", *registered_pair(pair)))
     return out
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
 from fusion_ros.errors import InputError
 from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
-from fusion_ros.registration.estimate import homography_score
+from fusion_ros.registration.estimate import _overlap_corners, homography_score
 from fusion_ros.registration.params_file import NODE_KEY, params_yaml
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
@@ -110,6 +111,36 @@ def test_the_true_warp_scores_higher_than_a_shifted_one() -> None:
     pairs = _pairs(truth, (1.0,))
     shifted = np.array([[1, 0, 6.0], [0, 1, -4.0], [0, 0, 1]]) @ truth
     assert homography_score(pairs, truth) > homography_score(pairs, shifted) + 0.02
+
+
+def test_overlap_corners_are_what_the_fused_frame_uses_of_the_thermal_image() -> None:
+    # Thermal view inside the RGB frame: its own corners.
+    inside = np.array([[1.5, 0, 40.0], [0, 1.5, 30.0], [0, 0, 1]])
+    corners = _overlap_corners(inside, THERMAL_WH, RGB_WH)
+    w, h = THERMAL_WH
+    np.testing.assert_allclose(corners[:2].T, [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], atol=1e-9)
+    # Thermal view reaching beyond the RGB frame: the RGB corners, in thermal pixels.
+    beyond = np.array([[3.0, 0, -60.0], [0, 3.0, -50.0], [0, 0, 1]])
+    mapped = beyond @ _overlap_corners(beyond, THERMAL_WH, RGB_WH)
+    W, H = RGB_WH
+    np.testing.assert_allclose((mapped[:2] / mapped[2]).T, [[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], atol=1e-9)
+
+
+@pytest.mark.slow
+def test_confidence_does_not_depend_on_the_rgb_cameras_resolution() -> None:
+    """The same rig seen by a 640- and by a 1280-wide RGB camera: errors and the statistical residual in
+    RGB pixels double, the confidence must not change (judged in thermal pixels). With the residual taken
+    in RGB pixels, the 1280-wide camera was refused (0.31 against 0.63 here)."""
+    rgb_wh, thermal_wh = (640, 512), (320, 256)
+    th, rgb = render_pair(2.0, rgb_wh[1], rgb_wh[0], seed=1)
+    truth = random_rig_homography(np.random.default_rng(201), rgb_wh, thermal_wh, rotation_deg=2.0, scale_range=(0.9, 1.15),
+                                  translation=0.05, perspective=0.005)
+    view = thermal_view(th, truth, thermal_wh)
+    small = estimate_homography([(view, rgb)], EstimatorConfig(min_confidence=0.0))
+    large = estimate_homography([(view, cv2.resize(rgb, (1280, 1024), interpolation=cv2.INTER_LINEAR))], EstimatorConfig(min_confidence=0.0))
+    assert large.residual_px > 1.5 * small.residual_px  # really measured in RGB pixels
+    assert small.confidence >= EstimatorConfig().min_confidence
+    assert large.confidence == pytest.approx(small.confidence, abs=0.05)
 
 
 def test_params_yaml_round_trips_into_the_node_parameters() -> None:

@@ -121,9 +121,10 @@ class RegistrationResult:
     Attributes:
         homography: (3,3) float64, thermal pixel → RGB pixel at full RGB resolution, ``[2,2] == 1``.
         confidence: 0..1; the node switches only to estimates above its threshold.
-        residual_px: statistical uncertainty of the thermal image corners in RGB pixels (1σ, from the
-            fit's curvature and residuals). It does not include the objective's bias: on real
-            thermal/visible pairs the measured corner errors are several times larger (docs/RESULTS.md).
+        residual_px: statistical uncertainty in RGB pixels at the corners of the part of the thermal
+            image inside the RGB frame (1σ, from the fit's curvature and residuals). It does not include
+            the objective's bias: on real thermal/visible pairs the measured errors are several times
+            larger (docs/RESULTS.md).
         score: structure correlation after alignment (-1..1; unrelated images give about 0).
         margin: 1 - (structure correlation of the best candidate that converged elsewhere / this one's):
             0 means ambiguous, 1 that every candidate converged here.
@@ -463,17 +464,29 @@ def _refine_level(frames: list[_Level], g_full: np.ndarray, max_iter: int, dof: 
     return _norm(np.linalg.inv(h_full)), obj, rho, a_mat, sigma2, count
 
 
-def _corner_sigma(g_full: np.ndarray, frames: list[_Level], a_mat: np.ndarray, sigma2: float, count: int,
-                  thermal_wh: tuple[int, int]) -> float:
-    """1σ corner error (RGB px) predicted by the fit's covariance, pixels counted as correlated patches."""
+def _overlap_corners(hm: np.ndarray, thermal_wh: tuple[int, int], rgb_wh: tuple[int, int]) -> np.ndarray:
+    """(3,4) homogeneous thermal pixels at the corners of what the fused frame uses of the thermal image:
+    the RGB frame's corners taken into the thermal image and clamped to it (the thermal corners when the
+    thermal view lies inside the RGB frame, the RGB corners when it reaches beyond)."""
+    (w, h), (W, H) = thermal_wh, rgb_wh
+    rgb_corners = np.array([[0, 0, 1], [W - 1, 0, 1], [W - 1, H - 1, 1], [0, H - 1, 1]], np.float64).T
+    t = np.linalg.inv(hm) @ rgb_corners
+    xy = t[:2] / t[2]
+    return np.vstack([np.clip(xy[0], 0, w - 1), np.clip(xy[1], 0, h - 1), np.ones(4)])
+
+
+def _corner_sigma(g_full: np.ndarray, frames: list[_Level], a_mat: np.ndarray, sigma2: float,
+                  thermal_wh: tuple[int, int], rgb_wh: tuple[int, int]) -> float:
+    """1σ position error (RGB px) predicted by the fit's covariance at the overlap's corners, pixels
+    counted as correlated patches. Thermal pixels beyond the RGB frame never reach the fused frame,
+    so their (extrapolated, much larger) uncertainty is not what a user needs to know."""
     to_t, to_r = _level_frames(frames[0])
     hn = _norm(to_r @ np.linalg.inv(g_full) @ np.linalg.inv(to_t)).reshape(-1)[:8]
     try:
         cov = np.linalg.inv(a_mat) * sigma2 * _CORRELATED_PIXELS
     except np.linalg.LinAlgError:
         return float("inf")
-    w, h = thermal_wh
-    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
+    corners = _overlap_corners(np.linalg.inv(g_full), thermal_wh, rgb_wh)
 
     def mapped(p: np.ndarray) -> np.ndarray:
         x = np.linalg.inv(to_r) @ np.append(p, 1.0).reshape(3, 3) @ to_t @ corners
@@ -598,9 +611,14 @@ def estimate_homography(
     if rho >= _LINEAR_RHO:
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 20, least_squares=True)
     hm = _norm(np.linalg.inv(g))
-    residual = _corner_sigma(g, fine[-1], a_mat, sigma2, count, (w, h))
+    residual = _corner_sigma(g, fine[-1], a_mat, sigma2, (w, h), (W, H))
+    # The uncertainty is judged in pixels of the coarser camera, what the frames can resolve: a 640-wide
+    # thermal core beside a 1920-wide RGB camera (3 RGB px per thermal px) is as sure of itself as one
+    # beside a 640-wide RGB camera (at 2 RGB px per thermal px, the benchmarks' rig, the term is
+    # exp(-(σ_rgb - 0.5) / 2)).
+    residual_coarse = residual / max(_density(hm, (w, h)), 1.0)
     confidence = float(
-        np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual - 0.5, 0.0) / 2.0)
+        np.clip((rho - 0.05) / 0.25, 0.0, 1.0) * np.clip(margin / 0.15, 0.0, 1.0) * math.exp(-max(residual_coarse - 0.25, 0.0))
     )
     result = RegistrationResult(hm, confidence, residual, float(rho), float(margin), len(grays), time.perf_counter() - start)
     if confidence < cfg.min_confidence:
