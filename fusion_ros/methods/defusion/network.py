@@ -365,8 +365,7 @@ class DeFusionNet(nn.Module):
 
         ``form``: :data:`EXPORT_FORMS`. ``"openvino"`` replaces that nearest resize with a crop and computes
         narrow split-attention layers without a channel split (:meth:`SplitAttentionConv2d._splits`):
-        faster in OpenVINO, slower in ONNX Runtime, whose layout passes keep a Resize in its blocked
-        layout but not a Slice (docs/RESULTS.md, Deployment).
+        faster in OpenVINO, slower in ONNX Runtime (docs/RESULTS.md, Deployment).
         """
         if form not in EXPORT_FORMS:
             raise ValueError(f"unknown export form {form!r}; valid: {', '.join(EXPORT_FORMS)}")
