@@ -111,14 +111,17 @@ def _configure(spec: dict[str, Any]) -> None:
 
 
 def export_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Export the method's ONNX graphs for the spec's size into the run's cache; returns the peak RSS."""
+    """Export the ONNX graphs the spec's row runs into the run's cache; returns the peak RSS. DeFusion's
+    method exports the graph of its runtime's form when it is built; DMFuse's head is per size."""
     from fusion_ros.options import build_options
     from fusion_ros.registry import get_method_class
 
     cls = get_method_class(spec["method"])
-    method = cls(build_options(cls.Options, {}, spec["method"]), torch.device("cpu"), torch.float32, Path(spec["cache"]), random_init=True)
-    w, h = spec["size"]
-    method.export_onnx(Path(spec["cache"]), (h, w) if spec["method"] == "dmfuse" else None)
+    runtime = {"runtime": spec["impl"]} if spec["method"] == "defusion" else {}
+    method = cls(build_options(cls.Options, runtime, spec["method"]), torch.device("cpu"), torch.float32, Path(spec["cache"]), random_init=True)
+    if spec["method"] == "dmfuse":
+        w, h = spec["size"]
+        method.export_onnx(Path(spec["cache"]), (h, w))
     return {"export_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -262,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
                 specs.append({"method": "default", "impl": "torch (Fuser end to end)", "size": (640, 512), "threads": threads,
                               "repeats": args.default_repeats})
         rows = []
-        exported: dict[tuple[str, tuple[int, int]], float] = {}
+        exported: dict[tuple[Any, ...], float] = {}
         for spec in specs:
             env = dict(os.environ, FUSION_ROS_ONNX_CACHE=cache, OMP_NUM_THREADS=str(spec["threads"]))
-            key = (spec["method"], tuple(spec["size"]))
+            # DeFusion: one dynamic graph per runtime's form; DMFuse: its head per size, for every runtime.
+            key = (spec["method"], spec["impl"]) if spec["method"] == "defusion" else (spec["method"], tuple(spec["size"]))
             if spec["impl"] in ONNX_RUNTIMES and key not in exported:
                 exported[key] = _run_child("--export-child", spec, env)["export_rss_mib"]
             row = _run_child("--child", spec, env)

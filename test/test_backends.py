@@ -19,7 +19,7 @@ import torch
 from fusion_ros.deploy.backends import BACKENDS, Installed, OnnxRunner, installed, ort_providers, resolve_backend
 from fusion_ros.errors import ConfigError, DependencyError
 from fusion_ros.methods.defusion import DeFusion, DeFusionNet, load_defusion_state_dict, run_pipeline
-from fusion_ros.methods.defusion.backends import OnnxFuse, export_fuse_graph
+from fusion_ros.methods.defusion.backends import OnnxFuse, export_form, export_fuse_graph
 from fusion_ros.methods.defusion.testing import tiny_net
 from fusion_ros.methods.dmfuse import CONFIGS, DMFuseHead, DMFuseModel, TIMESTEPS, load_head, load_unet
 from fusion_ros.methods.dmfuse.backends import export_head_graph, export_unet_graph
@@ -132,7 +132,7 @@ def test_defusion_backend_matches_torch_on_tiny_weights(runtime: str, tmp_path: 
     method = build(runtime)
     assert method.backend == runtime
     assert _rel_err(method.fuse(ir, vis), ref) <= REL_TOL
-    assert len(list(onnx_cache.glob("defusion-fuse-dyn-*.onnx"))) == 1
+    assert [p.name.split("-")[2] for p in onnx_cache.glob("defusion-fuse-*.onnx")] == ["openvino" if runtime == "openvino" else "dyn"]
 
 
 @pytest.mark.slow
@@ -180,13 +180,63 @@ def test_runner_returns_every_output_of_one_inference(runtime: str, tmp_path: Pa
         infer = openvino.InferRequest.infer
         monkeypatch.setattr(openvino.InferRequest, "infer", lambda self, *a, **k: calls.append(1) or infer(self, *a, **k))
     else:
-        run = runner._run
-        monkeypatch.setattr(runner, "_run", lambda feeds: calls.append(1) or run(feeds))
+        import onnxruntime
+
+        run = onnxruntime.InferenceSession.run
+        monkeypatch.setattr(onnxruntime.InferenceSession, "run", lambda self, *a, **k: calls.append(1) or run(self, *a, **k))
     x = torch.arange(32, dtype=torch.float32).reshape(1, 2, 4, 4)
     a, b = runner(x=x)
     assert len(calls) == 1
     torch.testing.assert_close(a, x + 1, rtol=0, atol=0)
     torch.testing.assert_close(b, x * 2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("runtime", ONNX_RUNTIMES)
+def test_static_shape_runner_compiles_once_per_shape(runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``static_shapes``: one compilation per input shape, reused while kept, the least recently used
+    dropped beyond ``max_shapes``; each compilation has that shape fixed."""
+    from fusion_ros.deploy.export import export_onnx
+
+    axes = {n: {2: "height", 3: "width"} for n in ("x", "a", "b")}
+    path = export_onnx(_TwoOutputs(), (torch.zeros(1, 2, 4, 4),), tmp_path / "two.onnx", input_names=("x",),
+                       output_names=("a", "b"), dynamic_axes=axes)
+    compiled: list[object] = []
+    compile_ = OnnxRunner._compile
+    monkeypatch.setattr(OnnxRunner, "_compile", lambda self, shapes: compiled.append(shapes) or compile_(self, shapes))
+    runner = OnnxRunner(path, runtime, CPU, threads=1, static_shapes=True, max_shapes=2)
+    assert compiled == [] and runner.compiled_shapes == []
+    a, b, c = (1, 2, 5, 7), (1, 2, 6, 4), (1, 2, 3, 9)
+    for shape in (a, b, a, c, a, b):
+        x = torch.arange(float(np.prod(shape))).reshape(shape)
+        plus, times = runner(x=x)
+        torch.testing.assert_close(plus, x + 1, rtol=0, atol=0)
+        torch.testing.assert_close(times, x * 2, rtol=0, atol=0)
+    assert compiled == [(a,), (b,), (c,), (b,)]  # a kept (used again before c came), b dropped for c
+    assert runner.compiled_shapes == [(a,), (b,)]
+    assert OnnxRunner(path, runtime, CPU, threads=1).compiled_shapes == [None]  # default: one dynamic compilation
+
+
+def test_static_shape_runner_refuses_an_empty_cache(tmp_path: Path) -> None:
+    from fusion_ros.deploy.export import export_onnx
+
+    path = export_onnx(_TwoOutputs(), (torch.zeros(1, 2, 4, 4),), tmp_path / "two.onnx", input_names=("x",), output_names=("a", "b"))
+    with pytest.raises(ValueError, match="max_shapes must be at least 1"):
+        OnnxRunner(path, "onnxruntime", CPU, static_shapes=True, max_shapes=0)
+
+
+@pytest.mark.parametrize("runtime", ONNX_RUNTIMES)
+def test_defusion_static_shape_path_matches_torch_at_two_sizes(runtime: str, tmp_path: Path) -> None:
+    """One dynamic graph, compiled per padded size by one runner: an odd size and a second size, each
+    against the exact torch path, and both compilations kept."""
+    net = tiny_net(6).requires_grad_(False)
+    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "g.onnx", form=export_form(runtime)), runtime, CPU, threads=1)
+    g = torch.Generator().manual_seed(9)
+    for h, w in ((37, 51), (48, 40)):
+        ir, vis = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+        ref = run_pipeline(net, ir, vis)
+        assert float(ref.abs().max()) > 0
+        assert _rel_err(run_pipeline(net, ir, vis, fuse=fuse), ref) <= REL_TOL, (h, w)
+    assert fuse.runner.compiled_shapes == [((1, 3, 69, 83),) * 2, ((1, 3, 80, 72),) * 2]
 
 
 # ---------------------------------------------------------------------------------------- golden parity
@@ -199,7 +249,7 @@ def test_defusion_backend_matches_golden(shared_dir: Path, runtime: str, tmp_pat
     golden = shared_dir / "golden" / "defusion"
     net = DeFusionNet().eval()
     load_defusion_state_dict(net, golden / "weights_seed0.safetensors")
-    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "defusion.onnx"), runtime, CPU)
+    fuse = OnnxFuse(export_fuse_graph(net, tmp_path / "defusion.onnx", form=export_form(runtime)), runtime, CPU)
     for case in ("case1", "case2"):
         ir = torch.from_numpy(np.load(golden / f"{case}_input_ir.npy"))
         vis = torch.from_numpy(np.load(golden / f"{case}_input_vis.npy"))

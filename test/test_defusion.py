@@ -208,6 +208,33 @@ def test_defusion_exported_graphs_equal_eager() -> None:
     assert_close_to_reference(exported, eager, what="torch.export vs eager")
 
 
+@pytest.mark.parametrize("form", ["generic", "openvino"])
+def test_export_mode_computes_the_eager_function(form: str) -> None:
+    """Export mode's forms equal eager at an odd size: 1x1 convs before the upsamplings, and the nearest
+    resize always applied (generic), or a crop for it and narrow split-attention layers as two dense convs
+    with zero weights instead of one grouped conv and a channel split (openvino)."""
+    from fusion_ros.methods.defusion.network import SPLIT_FREE_MAX_CHANNELS, SplitAttentionConv2d
+    from fusion_ros.methods.defusion.testing import tiny_net
+
+    net = tiny_net(4)
+    widths = {m.conv.out_channels // 2 for m in net.modules() if isinstance(m, SplitAttentionConv2d)}
+    assert min(widths) <= SPLIT_FREE_MAX_CHANNELS < max(widths)  # both forms run
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.rand(1, 3, 43, 37, generator=gen), torch.rand(1, 3, 43, 37, generator=gen)
+    with torch.no_grad():
+        eager = net.fuse(x, y)
+        exported = net.set_export_mode(True, form).fuse(x, y)
+    assert float(eager.abs().max()) > 0
+    assert_close_to_reference(exported, eager, what="export mode vs eager")
+
+
+def test_export_mode_refuses_an_unknown_form() -> None:
+    from fusion_ros.methods.defusion.testing import tiny_net
+
+    with pytest.raises(ValueError, match="unknown export form 'tflite'; valid: generic, openvino"):
+        tiny_net(0).set_export_mode(True, "tflite")
+
+
 # ---------------------------------------------------------------------------------------------- adapter
 
 

@@ -15,7 +15,7 @@ from fusion_ros.deploy.backends import BACKENDS, resolve_backend
 from fusion_ros.deploy.export import cache_dir, cached_graph
 from fusion_ros.errors import WeightsError
 from fusion_ros.methods.base import FusionMethod, option
-from fusion_ros.methods.defusion.backends import OnnxFuse, export_fuse_graph, graph_name
+from fusion_ros.methods.defusion.backends import OnnxFuse, export_form, export_fuse_graph, graph_name
 from fusion_ros.methods.defusion.loaders import load_defusion_state_dict
 from fusion_ros.methods.defusion.network import CONFIGS, DeFusionNet
 from fusion_ros.methods.defusion.pipeline import authors_grey, export_torchscript, run_pipeline
@@ -106,8 +106,9 @@ class DeFusion(FusionMethod):
         self.backend = options.runtime if options.runtime == "torchscript" else resolve_backend(options.runtime, device)
         self._onnx: OnnxFuse | None = None
         if self.backend not in ("torch", "torchscript"):
+            form = export_form(self.backend)
             path = cached_graph(
-                cache_dir(weights_dir), graph_name(self.net, None), lambda p: export_fuse_graph(self.net, p, options=asdict(options))
+                cache_dir(weights_dir), graph_name(self.net, None, form), lambda p: export_fuse_graph(self.net, p, options=asdict(options), form=form)
             )
             self._onnx = OnnxFuse(path, self.backend, device, fp16=dtype == torch.float16)
 

@@ -20,7 +20,9 @@ __all__ = [
     "Bottleneck",
     "DeFusionConfig",
     "DeFusionNet",
+    "EXPORT_FORMS",
     "ResNestLayer",
+    "SPLIT_FREE_MAX_CHANNELS",
     "SplitAttentionConv2d",
 ]
 
@@ -80,6 +82,14 @@ def _onednn_fusion_available() -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+#: Widest split-attention layer (channels per split) that OpenVINO's export form computes without a channel split.
+SPLIT_FREE_MAX_CHANNELS = 16
+
+
+#: Forms of the export graph (:meth:`DeFusionNet.set_export_mode`): each the fastest for its runtimes.
+EXPORT_FORMS = ("generic", "openvino")
+
+
 class SplitAttentionConv2d(nn.Module):
     """ResNeSt split-attention 3x3 conv with radix 2 and one cardinal group, no normalisation.
 
@@ -99,6 +109,26 @@ class SplitAttentionConv2d(nn.Module):
         self.fc1 = nn.Conv2d(channels, inter, 1)
         self.fc2 = nn.Conv2d(inter, 2 * channels, 1)
         self.onednn_fusion = False
+        #: OpenVINO's export form (set by :meth:`DeFusionNet.set_export_mode`): narrow layers without a channel split.
+        self.split_free = False
+
+    def _splits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two radix splits ``relu(grouped conv(x))``, each (B, C, H, W).
+
+        With ``split_free``, for at most :data:`SPLIT_FREE_MAX_CHANNELS` channels, each split is its own dense
+        conv over all input channels, the other group's weights zero (``x·0`` adds ``+0.0``: the same sums
+        up to float order). OpenVINO keeps such narrow maps in NHWC, where slicing channels off one conv's
+        output is a copy in a reference kernel (~9 % of DeFusion's time at 640x512), and the extra
+        multiply-adds are cheap at these widths; ONNX Runtime is slower with it (docs/RESULTS.md, Deployment).
+        """
+        w = self.conv.weight
+        c = w.shape[0] // 2
+        if self.split_free and c <= SPLIT_FREE_MAX_CHANNELS:
+            zeros = torch.zeros_like(w[:c])
+            s0 = F.relu(F.conv2d(x, torch.cat([w[:c], zeros], 1), None, 1, 1))
+            return s0, F.relu(F.conv2d(x, torch.cat([zeros, w[c:]], 1), None, 1, 1))
+        x = _conv_relu(x, self.conv, self.onednn_fusion)  # (B, 2C, H, W)
+        return x[:, :c], x[:, c:]
 
     def _attention(self, gap: torch.Tensor) -> torch.Tensor:
         """Split weights for one image: (1, C, 1, 1) pooled sum → (1, 2C, 1, 1), radix-major."""
@@ -109,15 +139,14 @@ class SplitAttentionConv2d(nn.Module):
         return att.reshape(b, -1).view(b, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _conv_relu(x, self.conv, self.onednn_fusion)  # (B, 2C, H, W)
-        c = x.shape[1] // 2
-        s0, s1 = x[:, :c], x[:, c:]
+        s0, s1 = self._splits(x)
+        c = s0.shape[1]
         gap = F.adaptive_avg_pool2d(s0 + s1, 1)  # (B, C, 1, 1)
         if gap.shape[0] == 1:
             att = self._attention(gap)
         else:  # per image: ATen's batch-1 GEMM for the MLP rounds differently from the batched one
             att = torch.cat([self._attention(gap[i : i + 1]) for i in range(gap.shape[0])])
-        if x.requires_grad:  # training: keep the ReLU output intact for autograd
+        if s0.requires_grad:  # training: keep the ReLU output intact for autograd
             return att[:, :c] * s0 + att[:, c:] * s1
         return torch.add(s0.mul_(att[:, :c]), s1.mul_(att[:, c:]))  # (B, C, H, W)
 
@@ -154,9 +183,13 @@ class Bottleneck(nn.Module):
         self.onednn_fusion = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _conv_relu(x, self.conv1, self.onednn_fusion)
+        return self.finish(_conv_relu(x, self.conv1, self.onednn_fusion), self.downsample(x))
+
+    def finish(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The block from ``out = relu(conv1(x))`` and ``shortcut = downsample(x)`` on: split-attention conv,
+        [avg pool], then ``relu(conv3(·) + shortcut)``."""
         out = self.avd_layer(self.conv2(out))
-        return _conv_add_relu(out, self.downsample(x), self.conv3, self.onednn_fusion)
+        return _conv_add_relu(out, shortcut, self.conv3, self.onednn_fusion)
 
 
 class ResNestLayer(nn.Module):
@@ -212,11 +245,20 @@ def _max_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _upsample_to(x: torch.Tensor, size: list[int], always: bool = False) -> torch.Tensor:
-    """``nn.Upsample(scale_factor=2, mode='bilinear')`` then the authors' nearest resize to the skip's
-    ``[H, W]`` (a no-op unless the skip has an odd size, so it is skipped then, unless ``always``)."""
+def _upsample_to(x: torch.Tensor, size: list[int], resize: str = "auto") -> torch.Tensor:
+    """``nn.Upsample(scale_factor=2, mode='bilinear')`` then the authors' nearest resize to the skip's ``[H, W]``.
+
+    ``resize``: ``"auto"`` skips the nearest resize where it is a no-op (the skip has an even size);
+    ``"always"`` applies it (a traced graph then serves every size); ``"crop"`` crops to ``[H, W]`` instead,
+    also for every size. The crop equals the nearest resize here: the upsampled side is ``2·ceil(s/2)``,
+    so ``s`` or ``s + 1``, and nearest from ``s + 1`` to ``s`` reads source ``floor(i·(s+1)/s) = i`` for
+    every ``i < s`` (PyTorch computes that product in float32, exact to below the ``1/s`` margin for sides
+    under ~4,000 pixels).
+    """
     x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-    if always or x.shape[-2] != size[0] or x.shape[-1] != size[1]:
+    if resize == "crop":
+        return x[..., : size[0], : size[1]]
+    if resize == "always" or x.shape[-2] != size[0] or x.shape[-1] != size[1]:
         x = F.interpolate(x, size=size, mode="nearest")
     return x
 
@@ -300,6 +342,7 @@ class DeFusionNet(nn.Module):
         self.onednn_fusion = False
         #: Export mode: only ops every ONNX runtime has and shape-generic resizes (see :meth:`set_export_mode`).
         self.export_mode = False
+        self.export_form = "generic"
         self.reset_parameters()
 
     @torch.no_grad()
@@ -314,11 +357,23 @@ class DeFusionNet(nn.Module):
                     bound = 1.0 / math.sqrt(m.weight[0].numel())
                     m.bias.uniform_(-bound, bound, generator=generator)
 
-    def set_export_mode(self, enabled: bool) -> DeFusionNet:
-        """Trace-friendly forward for ONNX/TorchScript export: plain ``MaxPool2d`` instead of the strided-view
-        max (whose slice bounds a tracer freezes) and the nearest resize after each ×2 upsampling always
-        applied (a no-op on even sizes, so outputs are unchanged), so one graph serves every input size."""
+    def set_export_mode(self, enabled: bool, form: str = "generic") -> DeFusionNet:
+        """Trace-friendly forward for ONNX export (one graph for every input size), the same function up to
+        float rounding: plain ``MaxPool2d`` instead of the strided-view max (whose slice bounds a tracer
+        freezes), after each ×2 upsampling the nearest resize always applied (a no-op on even sizes), and
+        the 1x1 convs after an upsampling moved before it (:meth:`_upsampled_layer`).
+
+        ``form``: :data:`EXPORT_FORMS`. ``"openvino"`` replaces that nearest resize with a crop and computes
+        narrow split-attention layers without a channel split (:meth:`SplitAttentionConv2d._splits`):
+        faster in OpenVINO, slower in ONNX Runtime (docs/RESULTS.md, Deployment).
+        """
+        if form not in EXPORT_FORMS:
+            raise ValueError(f"unknown export form {form!r}; valid: {', '.join(EXPORT_FORMS)}")
         self.export_mode = bool(enabled)
+        self.export_form = form
+        for m in self.modules():
+            if isinstance(m, SplitAttentionConv2d):
+                m.split_free = self.export_mode and form == "openvino"
         return self
 
     def set_onednn_fusion(self, enabled: bool) -> DeFusionNet:
@@ -367,25 +422,49 @@ class DeFusionNet(nn.Module):
         """
         f1, f2, f3 = feats
         n = f3.shape[0] // 2
-        ex = self.export_mode
+        ex = ("crop" if self.export_form == "openvino" else "always") if self.export_mode else "auto"
         s1, s2 = [f1.shape[-2], f1.shape[-1]], [f2.shape[-2], f2.shape[-1]]
         pair3 = _pair_channels(f3, n)  # (N, 512, H/8, W/8) = cat(f_u3, f_l3)
         common = self.common_encoder(pair3)  # (N, 1024, H/8, W/8)
 
         c = self.decoder_common_layer1(torch.cat([common, pair3], 1))  # (N, 256, H/8, W/8)
-        c = self.decoder_common_layer2(torch.cat([_upsample_to(c, s2, ex), _pair_channels(f2, n)], 1))  # (N, 64, H/4)
-        c = self.decoder_common_layer3(torch.cat([_upsample_to(c, s1, ex), _pair_channels(f1, n)], 1))  # (N, 16, H/2)
-        c = self.decoder_common_layer4(_upsample_to(c, size, ex))  # (N, 16, H, W)
+        c = self._upsampled_layer(self.decoder_common_layer2, c, _pair_channels(f2, n), s2, ex)  # (N, 64, H/4)
+        c = self._upsampled_layer(self.decoder_common_layer3, c, _pair_channels(f1, n), s1, ex)  # (N, 16, H/2)
+        c = self.decoder_common_layer4(_upsample_to(c, size, ex))  # (N, 16, H, W); identity shortcut
 
         u = self.decoder_upper_layer1(torch.cat([torch.cat([common, common]), f3], 1))  # (2N, 384, H/8)
-        u = self.decoder_upper_layer2(torch.cat([_upsample_to(u, s2, ex), f2], 1))  # (2N, 128, H/4)
+        u = self._upsampled_layer(self.decoder_upper_layer2, u, f2, s2, ex)  # (2N, 128, H/4)
         # From here per input: the 192-channel half-resolution and the 64-channel full-resolution maps
         # are the largest tensors of the network, and batching them would double the peak memory.
         halves = []
         for part in (slice(0, n), slice(n, 2 * n)):
-            h = self.decoder_upper_layer3(torch.cat([_upsample_to(u[part], s1, ex), f1[part]], 1))  # (N, 64, H/2)
-            halves.append(self.decoder_upper_layer4(_upsample_to(h, size, ex)))  # (N, 16, H, W)
+            h = self._upsampled_layer(self.decoder_upper_layer3, u[part], f1[part], s1, ex)  # (N, 64, H/2)
+            halves.append(self._upsampled_layer(self.decoder_upper_layer4[0], h, None, size, ex))  # (N, 16, H, W)
         return c, halves[0], halves[1]
+
+    def _upsampled_layer(
+        self, layer: ResNestLayer, low: torch.Tensor, skip: torch.Tensor | None, size: list[int], resize: str
+    ) -> torch.Tensor:
+        """``layer(cat([_upsample_to(low, size), skip], 1))`` (no concatenation without ``skip``), for a layer
+        whose first block starts with 1x1 convs only (``conv1`` and a stride-1 conv shortcut, no biases).
+
+        In export mode those two 1x1 convs run before the upsampling, on ``low`` and ``skip`` apart, and their
+        parts are added: a 1x1 conv mixes channels per pixel, the bilinear ×2 and the nearest resize or crop
+        mix pixels per channel, so they commute, and a conv of a concatenation is the sum of its parts'
+        convs. The same function up to float rounding, but the wide upsampled maps and their concatenation
+        are never built and the convs on ``low`` run on a quarter of the pixels (docs/RESULTS.md, Deployment).
+        """
+        if not self.export_mode:
+            x = _upsample_to(low, size, resize)
+            return layer(x if skip is None else torch.cat([x, skip], 1))
+        first = layer.layer[0]
+        c = low.shape[1]
+
+        def conv1x1(conv: nn.Conv2d) -> torch.Tensor:
+            y = _upsample_to(F.conv2d(low, conv.weight[:, :c]), size, resize)
+            return y if skip is None else y + F.conv2d(skip, conv.weight[:, c:])
+
+        return layer.layer[1:](first.finish(F.relu(conv1x1(first.conv1)), conv1x1(first.downsample[0])))
 
     def _embeddings(self, img1: torch.Tensor, img2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.decode(self.encode(img1, img2), [img1.shape[-2], img1.shape[-1]])
