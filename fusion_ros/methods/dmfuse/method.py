@@ -104,8 +104,10 @@ class DMFuse(FusionMethod):
             self.generator.seed()
         self._noise_cache: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
         #: The runtime that runs: ``torch`` or one of the ONNX backends (``auto`` resolved).
-        # auto on CPU: ONNX Runtime first (OpenVINO's head graph peaks at about twice the memory, docs/RESULTS.md).
-        self.backend = resolve_backend(opts.runtime, device, cpu_order=("onnxruntime", "openvino"))
+        # auto on CPU: torch. With the node's one thread it is faster than ONNX Runtime (24 against 28 s at
+        # 640x512), as steady with a core busy, and needs half the memory (1.6 against 3.1 GB; OpenVINO's head
+        # graph more still); docs/RESULTS.md, Deployment.
+        self.backend = resolve_backend(opts.runtime, device, cpu_order=())
         self._onnx = None
         if self.backend != "torch":
             self._onnx = OnnxDMFuse(self.model, self.backend, device, weights_dir, options=asdict(opts), fp16=dtype == torch.float16)
