@@ -44,6 +44,16 @@ def test_defusion_static_graph_has_the_padded_size(tmp_path: Path) -> None:
     (path,) = method.export_onnx(tmp_path / "out", (30, 50))
     assert _spatial_dims(path) == [[46, 66], [46, 66]]
     assert path.name == graph_name(method.net, (46, 66))
+    assert read_metadata(path)["form"] == "generic"
+
+
+def test_defusion_exports_the_form_of_its_runtime(tmp_path: Path) -> None:
+    """``--opt runtime=openvino`` writes the graph OpenVINO runs fastest (the form the method itself runs)."""
+    opts = build_options(DeFusion.Options, {"runtime": "openvino"}, "defusion")
+    method = DeFusion(opts, torch.device("cpu"), torch.float32, tmp_path, random_init=True, config="test_tiny")
+    (path,) = method.export_onnx(tmp_path / "out", None)
+    assert read_metadata(path)["form"] == "openvino"
+    assert path.name == graph_name(method.net, None, "openvino")
 
 
 def test_dmfuse_exports_a_dynamic_unet_and_a_head_per_size(tmp_path: Path) -> None:

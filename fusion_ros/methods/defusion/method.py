@@ -114,10 +114,12 @@ class DeFusion(FusionMethod):
 
     def export_onnx(self, directory: Path, size: tuple[int, int] | None) -> list[Path]:
         """Write the fused-image graph to ``directory``: for frames of ``(H, W)`` (padded inside the file's
-        contract by ``pad``), or for any size with ``None``. Returns the written files."""
+        contract by ``pad``), or for any size with ``None``, in the form the method's runtime runs fastest
+        (``runtime=openvino``: OpenVINO's; otherwise the generic form). Returns the written files."""
         padded = None if size is None else (size[0] + 2 * self.options.pad, size[1] + 2 * self.options.pad)
-        path = Path(directory) / graph_name(self.net, padded)
-        return [export_fuse_graph(self.net, path, size=padded, options=asdict(self.options))]
+        form = export_form(self.backend)
+        path = Path(directory) / graph_name(self.net, padded, form)
+        return [export_fuse_graph(self.net, path, size=padded, options=asdict(self.options), form=form)]
 
     @staticmethod
     def weights_path(options: Any, weights_dir: Path) -> Path:
