@@ -9,8 +9,8 @@
   providers behind it for the nodes TensorRT does not take. Needs a CUDA device and an onnxruntime build
   with that provider (``onnxruntime-gpu``); it is selected and refused by tests, never measured here.
 * ``auto``: on CUDA, TensorRT if present, else ONNX Runtime's CUDA provider, else torch; on CPU, the
-  method's order of the two CPU runtimes (DeFusion: OpenVINO first; DMFuse: ONNX Runtime first, OpenVINO
-  peaks at about twice its memory at 640×512; docs/RESULTS.md), else torch.
+  method's order of the CPU runtimes, else torch (DeFusion: OpenVINO, then ONNX Runtime; DMFuse: none,
+  torch is the faster and lighter there; docs/RESULTS.md).
 
 :func:`resolve_backend` decides from what is installed; a backend that cannot run raises
 :class:`~fusion_ros.errors.DependencyError` (a missing package) or :class:`~fusion_ros.errors.ConfigError`

@@ -4,8 +4,9 @@ The graph is :meth:`DeFusionNet.fuse <fusion_ros.methods.defusion.network.DeFusi
 reflect-padded pair, traced in export mode (plain ops, shape-generic resizes), so one file serves every
 frame size (dynamic height and width). Padding, cropping and the luma conversion stay outside, in
 :func:`~fusion_ros.methods.defusion.pipeline.run_pipeline` and the adapter, exactly as on the torch path.
-The graph comes in two forms of the same function (:func:`export_form`): one OpenVINO runs fastest and a
-generic one (ONNX Runtime, TensorRT, ``fusion-ros export``).
+The graph comes in two forms of the same function (:func:`export_form` picks one per runtime, for the
+method's cache and for ``fusion-ros export`` alike): one OpenVINO runs fastest and a generic one (ONNX
+Runtime, TensorRT).
 """
 
 from __future__ import annotations
