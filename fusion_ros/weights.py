@@ -105,12 +105,18 @@ def load_state_dict(path: Path, *, unwrap: tuple[str, ...] = ("state_dict",), st
         unwrap: keys of a wrapping dict to descend into when present (``{'state_dict': …}``).
         strip_prefix: a key prefix to remove where present (e.g. ``"denoise_fn."``).
     """
-    obj: Any = _read_checkpoint(path)
+    return state_dict_from(_read_checkpoint(path), str(path), unwrap=unwrap, strip_prefix=strip_prefix)
+
+
+def state_dict_from(obj: Any, source: str, *, unwrap: tuple[str, ...] = ("state_dict",), strip_prefix: str = ""
+                    ) -> dict[str, torch.Tensor]:
+    """:func:`load_state_dict` of a checkpoint already read (``source`` names it in errors): a trainer's
+    resume file holds the weights beside its epoch and optimiser state, and is read once."""
     for key in unwrap:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping):
-        raise WeightsError(f"{path} does not hold a state_dict (found {type(obj).__name__})")
+        raise WeightsError(f"{source} does not hold a state_dict (found {type(obj).__name__})")
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):

@@ -20,7 +20,10 @@ No calibration target: both images become orientation fields of their edges
    exact there. The perspective terms are fitted on the finest level only (coarser levels cannot
    resolve them and drift them). Several frame pairs share one homography and add their normal
    equations.
-4. **Confidence** from the aligned structure correlation, the margin over the best *different*
+4. **Patch consensus** (:mod:`.patches`): thermal patches matched at (up to) full RGB resolution on
+   unsmoothed fields, a homography fitted to their displacements; kept only when most patches agree
+   on it to half a pixel (a scene at one depth), where it is more accurate than step 3's optimum.
+5. **Confidence** from the aligned structure correlation, the margin over the best *different*
    alignment among the candidates (a repetitive or empty scene has competitors), and the predicted
    corner uncertainty of the least-squares fit. Below ``min_confidence`` the estimate is refused
    with :class:`RegistrationError` rather than returned.
@@ -42,6 +45,7 @@ import numpy as np
 
 from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.registration.features import edge_fraction, structure_features, to_gray
+from fusion_ros.registration.patches import refine_by_patches
 
 __all__ = [
     "EstimatorConfig",
@@ -610,6 +614,11 @@ def estimate_homography(
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[k], g, 20, dof=8 if k == len(fine) - 1 else 6)
     if rho >= _LINEAR_RHO:
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 20, least_squares=True)
+    hm = _norm(np.linalg.inv(g))
+    patches = refine_by_patches(grays, hm, _density(hm, (w, h)), _overlap_corners(hm, (w, h), (W, H)))
+    if patches is not None:  # the frames agree on one homography: the patches' is the more accurate
+        g = np.linalg.inv(patches.homography)
+        g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 0)  # statistics at the new estimate
     hm = _norm(np.linalg.inv(g))
     residual = _corner_sigma(g, fine[-1], a_mat, sigma2, (w, h), (W, H))
     # The uncertainty is judged in pixels of the coarser camera, what the frames can resolve: a 640-wide

@@ -324,7 +324,7 @@ def train(
         if init_weights is not None:
             load_defusion_state_dict(model, init_weights)
         if resume is not None:
-            load_defusion_state_dict(model, resume)
+            load_defusion_state_dict(model, ckpt, str(resume))
         return _train(model.to(device).train(), CUDDataset(files, cfg, num_samples), out, cfg, ckpt, start_epoch, device=device,
                       workers=workers, save_every=save_every, max_steps=max_steps, progress=progress)
 

@@ -42,12 +42,19 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: DeFusion
     return out
 
 
-def load_defusion_state_dict(model: DeFusionNet, path: Path) -> None:
+def load_defusion_state_dict(model: DeFusionNet, checkpoint: Path | Mapping, source: str | None = None) -> None:
     """Load the authors' checkpoint (``{'state_dict': …}``), a bare state dict or a ``.safetensors``
     copy into ``model`` with ``strict=True``; a file with other keys or shapes raises
-    :class:`~fusion_ros.errors.WeightsError` naming them."""
-    from fusion_ros.weights import check_state_dict, load_state_dict
+    :class:`~fusion_ros.errors.WeightsError` naming them. ``checkpoint`` is a file, or one already read
+    (a resumed trainer's, named by ``source``)."""
+    from fusion_ros.weights import check_state_dict, load_state_dict, state_dict_from
 
-    state = checkpoint_filter_fn(load_state_dict(Path(path), unwrap=("state_dict",)), model)
-    check_state_dict(model, state, str(path))
+    if isinstance(checkpoint, Mapping):
+        source = source or "checkpoint"
+        raw = state_dict_from(checkpoint, source, unwrap=("state_dict",))
+    else:
+        source = str(checkpoint)
+        raw = load_state_dict(Path(checkpoint), unwrap=("state_dict",))
+    state = checkpoint_filter_fn(raw, model)
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
