@@ -26,6 +26,7 @@ import numpy as np
 
 from fusion_ros.evaluate import ImagePair, find_pairs, load_source
 from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
+from fusion_ros.registration.estimate import _overlap_corners
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
 
@@ -122,6 +123,14 @@ def _split(out: np.ndarray | RegistrationResult) -> tuple[np.ndarray, float | No
     return (out.homography, out.confidence) if isinstance(out, RegistrationResult) else (out, None)
 
 
+def overlap_error(h_est: np.ndarray, h_true: np.ndarray) -> float:
+    """Mean distance (RGB px) at the corners of the part of the thermal view inside the RGB frame, what the
+    fused frame uses: the corner error extrapolates to thermal corners beyond the RGB frame as well."""
+    corners = _overlap_corners(h_true, THERMAL_WH, RGB_WH)
+    a, b = h_est @ corners, h_true @ corners
+    return float(np.mean(np.linalg.norm(a[:2] / a[2] - b[:2] / b[2], axis=0)))
+
+
 def summarize(errors: list[float]) -> str:
     e = np.array(errors)  # a failure counts as an infinite error (no interpolation across inf)
     return (f"median {np.median(e):7.2f}  p90 {np.percentile(e, 90, method='higher'):8.2f}  success<=2px {100 * np.mean(e <= 2):5.1f} %  "
@@ -141,8 +150,10 @@ def main() -> None:
     methods = {"ours": ours, "ecc": ecc_gradients, "orb": feature_ransac("orb"), "sift": feature_ransac("sift")}
     chosen = args.methods.split(",")
     errors: dict[str, list[float]] = {m: [] for m in chosen}
+    overlap: dict[str, list[float]] = {m: [] for m in chosen}
     consistency: dict[str, list[float]] = {m: [] for m in chosen}
     per_group: dict[tuple[str, str], list[float]] = {}
+    per_group_overlap: dict[tuple[str, str], list[float]] = {}
     times: dict[str, list[float]] = {m: [] for m in chosen}
     confidences: dict[str, list[float]] = {}
     rng = np.random.default_rng(args.seed)
@@ -164,19 +175,25 @@ def main() -> None:
                 try:
                     est, conf = _split(fn(view, rgb))
                     err = corner_error(est, truth, THERMAL_WH)
+                    err_overlap = overlap_error(est, truth)
                     cons = corner_error(est, own @ truth, THERMAL_WH) if own is not None else math.inf
                 except (RegistrationError, cv2.error, np.linalg.LinAlgError):
-                    err = cons = math.inf
+                    err = cons = err_overlap = math.inf
                 times[method].append(time.perf_counter() - start)
                 errors[method].append(err)
+                overlap[method].append(err_overlap)
                 consistency[method].append(cons)
                 if conf is not None:
                     confidences.setdefault(method, []).append(conf)
                 per_group.setdefault((method, group), []).append(err)
+                per_group_overlap.setdefault((method, group), []).append(err_overlap)
                 print(f"{name:28s} {method:5s} corner error {err:8.2f} px  consistency {cons:8.2f} px  {times[method][-1]:.2f} s", flush=True)
     print("\n== corner error vs construction truth (RGB px, 640x512 RGB, 320x256 thermal)")
     for method in chosen:
         print(f"{method:5s} {summarize(errors[method])}  time/estimate median {np.median(times[method]):.2f} s")
+    print("\n== error at the corners of the overlap (the part of the thermal view the fused frame uses)")
+    for method in chosen:
+        print(f"{method:5s} {summarize(overlap[method])}")
     print("\n== consistency (vs truth composed with the method's estimate on the unwarped pair)")
     for method in chosen:
         print(f"{method:5s} {summarize(consistency[method])}")
@@ -190,7 +207,7 @@ def main() -> None:
               f"gross errors (> 20 px) accepted {int((gross & kept).sum())} of {int(gross.sum())}")
     print("\n== per dataset")
     for (method, group), errs in sorted(per_group.items()):
-        print(f"{method:5s} {group:10s} {summarize(errs)}")
+        print(f"{method:5s} {group:10s} {summarize(errs)}  overlap median {np.median(per_group_overlap[method, group]):7.2f}")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ class EstimatorConfig:
         translation: largest offset of the image centres searched, as a fraction of the RGB width.
         min_confidence: estimates below this are refused.
         min_edges: least fraction of edge pixels in the thermal and in the RGB frame.
+        patch_consensus: run the final patch-consensus stage (off only to measure what it adds).
     """
 
     rotation_deg: float = 5.0
@@ -105,6 +106,7 @@ class EstimatorConfig:
     translation: float = 0.15
     min_confidence: float = 0.5
     min_edges: float = 0.01
+    patch_consensus: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rotation_deg <= 45.0:
@@ -615,7 +617,7 @@ def estimate_homography(
     if rho >= _LINEAR_RHO:
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 20, least_squares=True)
     hm = _norm(np.linalg.inv(g))
-    patches = refine_by_patches(grays, hm, _density(hm, (w, h)), _overlap_corners(hm, (w, h), (W, H)))
+    patches = refine_by_patches(grays, hm, _density(hm, (w, h)), _overlap_corners(hm, (w, h), (W, H))) if cfg.patch_consensus else None
     if patches is not None:  # the frames agree on one homography: the patches' is the more accurate
         g = np.linalg.inv(patches.homography)
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 0)  # statistics at the new estimate
