@@ -166,7 +166,8 @@ class AutoRegistrar:
         ]
         if last is not None:
             values += [("registration confidence", f"{last.confidence:.2f}"),
-                       ("registration statistical residual (px, 1σ)", f"{last.residual_px:.2f}")]
+                       ("registration statistical residual (px, 1σ)", f"{last.residual_px:.2f}"),
+                       ("registration agreeing patches", str(last.patches))]
         return values
 
     # -- thread ----------------------------------------------------------------------------------
