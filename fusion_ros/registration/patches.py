@@ -105,26 +105,49 @@ def _vertex(s: np.ndarray) -> float:
 
 def refine_by_patches(grays: list[tuple[np.ndarray, np.ndarray]], hm: np.ndarray, density: float, corners: np.ndarray
                       ) -> PatchFit | None:
-    """Refine ``hm`` (thermal → RGB, full resolution) by patch matching over all frame pairs jointly.
+    """Refine ``hm`` (thermal → RGB, full resolution) by patch matching.
 
-    ``grays`` are (thermal, RGB) grey [0,1] images; ``density`` the RGB pixels per thermal pixel under
-    ``hm``; ``corners`` (3,4) homogeneous thermal pixels where the fused frame needs the accuracy (the
-    overlap's corners). Returns ``None`` when the patches do not agree on one homography (then ``hm`` stands).
+    ``grays`` are (thermal, RGB) grey [0,1] images of one rig; ``density`` the RGB pixels per thermal pixel
+    under ``hm``; ``corners`` (3,4) homogeneous thermal pixels where the fused frame needs the accuracy (the
+    overlap's corners). Each frame pair gets its own fit; at least half of them must agree on a homography,
+    and of those the one closest to the others (at ``corners``) is kept: a frame whose patches agree on a
+    slightly wrong homography (a moving warm object, a halo) is outvoted instead of averaged in. (One fit
+    to all frames' patches together: 0.80 px median against 0.38 px on ten frames of a generated
+    fixed-camera scene, 1.80 against 1.97 px on ten real M3SVD frames.) Returns ``None`` when the patches do
+    not agree (then ``hm`` stands).
     """
     W, H = grays[0][1].shape[1], grays[0][1].shape[0]
     f = _working_scale((W, H), density)
     wl, hl = round(W * f), round(H * f)
     to_work = np.array([[wl / W, 0, 0.5 * wl / W - 0.5], [0, hl / H, 0.5 * hl / H - 0.5], [0, 0, 1]], np.float64)
-    rgb_fields = [structure_features(cv2.resize(r, (wl, hl), interpolation=cv2.INTER_AREA) if f < 1 else r, smooth=0.0)
-                  for _, r in grays]
     # A thermal frame sharper than the working grid is blurred before the warp shrinks it (no aliasing).
     blur = 0.45 / (density * f) if density * f < 1.0 else 0.0
     patch = max(32, round(_PATCH_PER_WIDTH * wl))
-    current = to_work @ hm
+    fits = []
+    for thermal, rgb in grays:
+        rgb_fields = structure_features(cv2.resize(rgb, (wl, hl), interpolation=cv2.INTER_AREA) if f < 1 else rgb, smooth=0.0)
+        fit = _fit_frame(thermal, rgb_fields, to_work @ hm, corners, patch, blur)
+        if fit is not None:
+            out = np.linalg.inv(to_work) @ fit.homography
+            fits.append(PatchFit(out / out[2, 2], fit.patches, fit.inlier_fraction, fit.median_px, fit.sigma_px))
+    if not fits or 2 * len(fits) < len(grays):
+        return None
+    mapped = [_mapped(fit.homography, corners) for fit in fits]
+    spread = [sum(float(np.linalg.norm(m - other, axis=0).mean()) for other in mapped) for m in mapped]
+    return fits[min(range(len(fits)), key=lambda i: (spread[i], fits[i].sigma_px))]
+
+
+def _mapped(hm: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(2,N) pixels of homogeneous (3,N) ``points`` under ``hm``."""
+    p = hm @ points
+    return p[:2] / p[2]
+
+
+def _fit_frame(thermal: np.ndarray, rgb_fields: np.ndarray, current: np.ndarray, corners: np.ndarray, patch: int,
+               blur: float) -> PatchFit | None:
+    """One frame pair's patch rounds from ``current`` (thermal → working grid); ``None`` unless its patches agree."""
     for radius, threshold in _ROUNDS:
-        pts = [_matches(t, fr, current, patch, radius, blur) for (t, _), fr in zip(grays, rgb_fields)]
-        src = np.concatenate([p[0] for p in pts])
-        dst = np.concatenate([p[1] for p in pts])
+        src, dst = _matches(thermal, rgb_fields, current, patch, radius, blur)
         if len(src) < _MIN_PATCHES:
             return None
         correction, _ = cv2.findHomography(src, dst, cv2.RANSAC, threshold)
@@ -132,15 +155,13 @@ def refine_by_patches(grays: list[tuple[np.ndarray, np.ndarray]], hm: np.ndarray
             return None
         current = correction @ current
         current /= current[2, 2]
-    mapped = cv2.perspectiveTransform(src[None], correction)[0]
-    distance = np.linalg.norm(mapped - dst, axis=1)
+    distance = np.linalg.norm(cv2.perspectiveTransform(src[None], correction)[0] - dst, axis=1)
     inliers = distance <= threshold
     median = float(np.median(distance))
     sigma = _corner_sigma(correction, src[inliers], 1.4826 * median, current @ corners)
     if inliers.mean() < _MIN_INLIERS or median > _MAX_MEDIAN_PX or sigma > _MAX_SIGMA_PX:
         return None
-    out = np.linalg.inv(to_work) @ current
-    return PatchFit(out / out[2, 2], len(src), float(inliers.mean()), median, sigma)
+    return PatchFit(current, len(src), float(inliers.mean()), median, sigma)
 
 
 def _corner_sigma(correction: np.ndarray, points: np.ndarray, sigma: float, corners: np.ndarray) -> float:
