@@ -124,7 +124,9 @@ def refine_by_patches(grays: list[tuple[np.ndarray, np.ndarray]], hm: np.ndarray
     blur = 0.45 / (density * f) if density * f < 1.0 else 0.0
     patch = max(32, round(_PATCH_PER_WIDTH * wl))
     fits = []
-    for thermal, rgb in grays:
+    for i, (thermal, rgb) in enumerate(grays):
+        if 2 * (len(fits) + len(grays) - i) < len(grays):
+            return None  # even if every remaining frame agreed, fewer than half would
         rgb_fields = structure_features(cv2.resize(rgb, (wl, hl), interpolation=cv2.INTER_AREA) if f < 1 else rgb, smooth=0.0)
         fit = _fit_frame(thermal, rgb_fields, to_work @ hm, corners, patch, blur)
         if fit is not None:
