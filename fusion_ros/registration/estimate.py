@@ -22,7 +22,8 @@ No calibration target: both images become orientation fields of their edges
    equations.
 4. **Patch consensus** (:mod:`.patches`): thermal patches matched at (up to) full RGB resolution on
    unsmoothed fields, a homography fitted to their displacements; kept only when most patches agree
-   on it to half a pixel (a scene at one depth), where it is more accurate than step 3's optimum.
+   on it to half a pixel (a scene at one depth), where it is more accurate than step 3's optimum;
+   several frames each fit their own and vote.
 5. **Confidence** from the aligned structure correlation, the margin over the best *different*
    alignment among the candidates (a repetitive or empty scene has competitors), and the predicted
    corner uncertainty of the least-squares fit. Below ``min_confidence`` the estimate is refused

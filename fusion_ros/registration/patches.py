@@ -67,6 +67,7 @@ class PatchFit:
 
 
 def _working_scale(rgb_wh: tuple[int, int], density: float) -> float:
+    """Factor from full RGB resolution to the grid the patches are matched on."""
     return min(1.0, _MAX_DENSITY / max(density, 1e-6), _MAX_WIDTH / rgb_wh[0])
 
 
