@@ -68,7 +68,7 @@ def test_recovers_a_full_rig_warp_of_a_scene_registered_with_itself(seed: int) -
 
 
 def _patch_case(displacement_px: float) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
-    """A generated 640x512 / 320x256 pair under a rig warp, and a start 3-4 px off the truth. With
+    """A generated 640x512 / 320x256 pair under a rig warp, and a start 5.8 px off the truth. With
     ``displacement_px``, the thermal scene is first moved by a smooth random field of up to that many
     pixels, as objects at many depths (parallax) or heat haloes would: no homography explains it."""
     thermal, rgb = render_pair(2.0, 512, 640, seed=4)
