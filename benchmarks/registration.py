@@ -33,6 +33,8 @@ from fusion_ros.scenes import render_pair
 RGB_WH = (640, 512)
 THERMAL_WH = (320, 256)
 DATASETS = ("vifb", "tno", "roadscene", "llvip")
+#: Methods that return a confidence with their estimate (the baselines return a bare matrix).
+REPORTS_CONFIDENCE = {"ours"}
 
 
 def registered_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +173,7 @@ def main() -> None:
             for truth in truths:
                 view = thermal_view(thermal, truth, THERMAL_WH)
                 start = time.perf_counter()
-                conf: float | None = math.nan  # a failed estimate has no confidence
+                conf: float | None = None
                 try:
                     est, conf = _split(fn(view, rgb))
                     err = corner_error(est, truth, THERMAL_WH)
@@ -183,8 +185,8 @@ def main() -> None:
                 errors[method].append(err)
                 overlap[method].append(err_overlap)
                 consistency[method].append(cons)
-                if conf is not None:
-                    confidences.setdefault(method, []).append(conf)
+                if method in REPORTS_CONFIDENCE:  # a failed estimate counts, with no confidence (NaN: never kept)
+                    confidences.setdefault(method, []).append(math.nan if conf is None else conf)
                 per_group.setdefault((method, group), []).append(err)
                 per_group_overlap.setdefault((method, group), []).append(err_overlap)
                 print(f"{name:28s} {method:5s} corner error {err:8.2f} px  consistency {cons:8.2f} px  {times[method][-1]:.2f} s", flush=True)
