@@ -125,14 +125,6 @@ def _split(out: np.ndarray | RegistrationResult) -> tuple[np.ndarray, float | No
     return (out.homography, out.confidence) if isinstance(out, RegistrationResult) else (out, None)
 
 
-def overlap_error(h_est: np.ndarray, h_true: np.ndarray) -> float:
-    """Mean distance (RGB px) at the corners of the part of the thermal view inside the RGB frame, what the
-    fused frame uses: the corner error extrapolates to thermal corners beyond the RGB frame as well."""
-    corners = _overlap_corners(h_true, THERMAL_WH, RGB_WH)
-    a, b = h_est @ corners, h_true @ corners
-    return float(np.mean(np.linalg.norm(a[:2] / a[2] - b[:2] / b[2], axis=0)))
-
-
 def summarize(errors: list[float]) -> str:
     e = np.array(errors)  # a failure counts as an infinite error (no interpolation across inf)
     return (f"median {np.median(e):7.2f}  p90 {np.percentile(e, 90, method='higher'):8.2f}  success<=2px {100 * np.mean(e <= 2):5.1f} %  "
@@ -177,7 +169,9 @@ def main() -> None:
                 try:
                     est, conf = _split(fn(view, rgb))
                     err = corner_error(est, truth, THERMAL_WH)
-                    err_overlap = overlap_error(est, truth)
+                    # At the corners of the part of the thermal view inside the RGB frame (what the fused frame
+                    # uses): the corner error also extrapolates to thermal corners beyond the RGB frame.
+                    err_overlap = corner_error(est, truth, THERMAL_WH, at=_overlap_corners(truth, THERMAL_WH, RGB_WH))
                     cons = corner_error(est, own @ truth, THERMAL_WH) if own is not None else math.inf
                 except (RegistrationError, cv2.error, np.linalg.LinAlgError):
                     err = cons = err_overlap = math.inf

@@ -162,10 +162,14 @@ class RegistrationResult:
                 f"{self.score:.3f}, margin {self.margin:.2f}, {consensus}, {self.frames} frame(s), {self.seconds:.2f} s")
 
 
-def corner_error(h_est: np.ndarray, h_true: np.ndarray, thermal_wh: tuple[int, int]) -> float:
-    """Mean distance, in RGB pixels, of the thermal image's 4 corners mapped by the two homographies."""
+def corner_error(h_est: np.ndarray, h_true: np.ndarray, thermal_wh: tuple[int, int], at: np.ndarray | None = None) -> float:
+    """Mean distance, in RGB pixels, of the thermal image's 4 corners mapped by the two homographies.
+
+    ``at``: (3,N) homogeneous thermal pixels to compare instead (e.g. the overlap's corners, what the
+    fused frame uses).
+    """
     w, h = thermal_wh
-    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T if at is None else at
     a, b = np.asarray(h_est, np.float64) @ corners, np.asarray(h_true, np.float64) @ corners
     return float(np.mean(np.linalg.norm(a[:2] / a[2] - b[:2] / b[2], axis=0)))
 

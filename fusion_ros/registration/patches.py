@@ -19,7 +19,7 @@ by 1–2 px and disagree; a fit to them is worse than the global estimate there,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -132,7 +132,7 @@ def refine_by_patches(grays: list[tuple[np.ndarray, np.ndarray]], hm: np.ndarray
         fit = _fit_frame(thermal, rgb_fields, to_work @ hm, corners, patch, blur)
         if fit is not None:
             out = np.linalg.inv(to_work) @ fit.homography
-            fits.append(PatchFit(out / out[2, 2], fit.patches, fit.inlier_fraction, fit.median_px, fit.sigma_px))
+            fits.append(replace(fit, homography=out / out[2, 2]))  # working grid → full RGB resolution
     if not fits or 2 * len(fits) < len(grays):
         return None
     mapped = [_mapped(fit.homography, corners) for fit in fits]
@@ -148,7 +148,8 @@ def _mapped(hm: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def _fit_frame(thermal: np.ndarray, rgb_fields: np.ndarray, current: np.ndarray, corners: np.ndarray, patch: int,
                blur: float) -> PatchFit | None:
-    """One frame pair's patch rounds from ``current`` (thermal → working grid); ``None`` unless its patches agree."""
+    """One frame pair's patch rounds from ``current`` (thermal → working grid; the fit's homography maps to it too);
+    ``None`` unless its patches agree."""
     for radius, threshold in _ROUNDS:
         src, dst = _matches(thermal, rgb_fields, current, patch, radius, blur)
         if len(src) < _MIN_PATCHES:
