@@ -24,6 +24,8 @@ __all__ = [
     "manifest",
     "missing_weights_message",
     "check_state_dict",
+    "read_checkpoint",
+    "state_dict_from",
 ]
 
 _PACKAGE = "fusion_ros"
@@ -83,8 +85,9 @@ def missing_weights_message(key: str, weights_dir: Path) -> str | None:
     return f"missing weights {names} (get it from {entry['source']}; see weights/README.md)"
 
 
-def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    """Read a ``.safetensors`` or torch pickle file, on CPU, without executing pickled code."""
+def read_checkpoint(path: Path) -> Any:
+    """Read a ``.safetensors`` or torch pickle file, on CPU, without executing pickled code; a missing or
+    unreadable file raises :class:`WeightsError`."""
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -105,7 +108,7 @@ def load_state_dict(path: Path, *, unwrap: tuple[str, ...] = ("state_dict",), st
         unwrap: keys of a wrapping dict to descend into when present (``{'state_dict': …}``).
         strip_prefix: a key prefix to remove where present (e.g. ``"denoise_fn."``).
     """
-    return state_dict_from(_read_checkpoint(path), str(path), unwrap=unwrap, strip_prefix=strip_prefix)
+    return state_dict_from(read_checkpoint(path), str(path), unwrap=unwrap, strip_prefix=strip_prefix)
 
 
 def state_dict_from(obj: Any, source: str, *, unwrap: tuple[str, ...] = ("state_dict",), strip_prefix: str = ""

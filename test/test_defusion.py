@@ -313,6 +313,20 @@ def test_defusion_training_is_seeded_and_leaves_the_global_rng_alone(tiny_images
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("content", ["garbage", "tensor", "wrong weights"])
+def test_defusion_training_refuses_a_bad_resume_file(tiny_images: Path, tmp_path: Path, content: str) -> None:
+    bad = tmp_path / "bad.pth"
+    if content == "garbage":
+        bad.write_bytes(b"not a checkpoint")
+    else:
+        torch.save(torch.zeros(3) if content == "tensor" else {"state_dict": {"conv.weight": torch.zeros(1)}, "epoch": 0}, bad)
+    match = {"garbage": "cannot read", "tensor": "holds a Tensor", "wrong weights": "missing keys"}[content]
+    with pytest.raises(WeightsError, match=match) as err:
+        train(tiny_images, tmp_path / "run", CUDConfig(image_size=32, batch_size=2, epochs=1, num_samples=2), device=torch.device("cpu"),
+              workers=0, save_every=0, resume=bad, progress=False)
+    assert str(bad) in str(err.value)
+
+
 def test_defusion_training_checkpoint_round_trips_and_resumes(tiny_images: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)  # speed only, as above
     cfg = CUDConfig(image_size=32, batch_size=2, epochs=2, num_samples=4).scaled(1e-4)  # every loss phase within 4 steps

@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
@@ -55,9 +56,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.errors import ConfigError, InputError, WeightsError
 from fusion_ros.methods.defusion import DeFusionNet, load_defusion_state_dict
 from fusion_ros.training._common import LossLog, add_run_arguments, list_images, optimise, save_atomic, seeded_rng, summary
+from fusion_ros.weights import read_checkpoint
 
 __all__ = [
     "CUDConfig",
@@ -317,7 +319,9 @@ def train(
     files = list_images(images)
     num_samples = cfg.num_samples or min(len(files), cfg.max_samples)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = torch.load(resume, map_location="cpu", weights_only=True) if resume is not None else {}
+    ckpt = read_checkpoint(resume) if resume is not None else {}
+    if not isinstance(ckpt, Mapping):
+        raise WeightsError(f"--resume: {resume} holds a {type(ckpt).__name__}, not a checkpoint of this trainer")
     start_epoch = int(ckpt.get("epoch", -1)) + 1 if resume is not None else 0
     with seeded_rng(cfg.seed + start_epoch, device):  # a resumed run gets fresh crops and masks, not epoch 0's again
         model = DeFusionNet()
