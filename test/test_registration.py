@@ -292,3 +292,64 @@ def test_auto_settings_are_checked() -> None:
         AutoSettings(frames=0)
     with pytest.raises(ConfigError):
         AutoSettings(smoothing=1.0)
+
+
+class _ExitsWhenUnpickled:
+    """Sent to the estimator process, it ends the child as it reads the request (a crash, deterministically)."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        import os
+
+        return os._exit, (3,)
+
+
+def test_estimator_process_matches_the_in_process_estimate_at_idle_priority() -> None:
+    """The node's estimates run in a child process (one OpenCV thread there): the same estimator, so the same matrix
+    (compared at 1e-3 px: only a thread-count-dependent rounding inside OpenCV may differ)."""
+    import os
+
+    from fusion_ros.registration.auto import estimate_against
+    from fusion_ros.registration.isolated import EstimatorProcess
+
+    truth = _rig(5)
+    pairs = _pairs(truth, (0.5,))
+    config = EstimatorConfig(min_confidence=0.0)
+    process = EstimatorProcess()
+    try:
+        remote = process(pairs, config, truth)
+        if hasattr(os, "sched_getscheduler"):
+            assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
+    finally:
+        process.close()
+    assert process.pid is None
+    local = estimate_against(pairs, config, truth)
+    assert remote.refusal == "" and remote.result is not None
+    assert corner_error(remote.result.homography, local.result.homography, THERMAL_WH) < 1e-3
+    assert remote.current_score == pytest.approx(local.current_score, abs=1e-6)
+
+
+def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
+    from fusion_ros.registration.isolated import EstimatorProcess
+
+    flat = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
+    process = EstimatorProcess()
+    try:
+        refused = process(flat, EstimatorConfig(), None)
+        assert refused.result is None and "too little structure" in refused.refusal
+        first = process.pid
+        crashed = process(flat, EstimatorConfig(), _ExitsWhenUnpickled())
+        assert crashed.result is None and "exit code 3" in crashed.refusal
+        assert "too little structure" in process(flat, EstimatorConfig(), None).refusal  # a new child answers
+        assert process.pid not in (None, first)
+    finally:
+        process.close()
+
+
+def test_the_estimator_imports_without_torch() -> None:
+    """The estimator process imports numpy and OpenCV only (about 40 MB resident instead of 230 MB with torch)."""
+    import subprocess
+    import sys
+
+    code = "import sys, fusion_ros.registration.isolated; assert 'torch' not in sys.modules, 'torch was imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,5 +1,12 @@
 """Thermal → RGB registration: apply a homography (:class:`Registration`), estimate it from scene
-frames (:func:`estimate_homography`), and keep it up to date in the background (:class:`AutoRegistrar`)."""
+frames (:func:`estimate_homography`), and keep it up to date in the background (:class:`AutoRegistrar`).
+
+:class:`Registration` (torch) loads on first use, so the estimator imports with numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from fusion_ros.registration.estimate import (
     EstimatorConfig,
@@ -8,7 +15,6 @@ from fusion_ros.registration.estimate import (
     corner_error,
     estimate_homography,
 )
-from fusion_ros.registration.warp import Registration
 
 __all__ = [
     "EstimatorConfig",
@@ -18,3 +24,11 @@ __all__ = [
     "corner_error",
     "estimate_homography",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Registration":
+        from fusion_ros.registration.warp import Registration
+
+        return Registration
+    raise AttributeError(f"module 'fusion_ros.registration' has no attribute {name!r}")

@@ -14,6 +14,11 @@ matrix as one candidate, and then:
 
 The owner polls :meth:`take_update` (the node does so on its executor thread, where setting
 parameters is safe) and reads :meth:`diagnostics` for /diagnostics. No rclpy here.
+
+The estimate itself runs wherever ``estimator`` says: in this process by default (tests, benchmarks),
+or in a low-priority child process (:class:`~fusion_ros.registration.isolated.EstimatorProcess`, what
+the node uses): a thread here shares the cores and the interpreter with live fusion and slows it
+several-fold while it estimates (docs/RESULTS.md, "The frame path while the auto mode estimates").
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from fusion_ros.registration.estimate import (
     homography_score,
 )
 
-__all__ = ["AutoRegistrar", "AutoSettings"]
+__all__ = ["Attempt", "AutoRegistrar", "AutoSettings", "Estimator", "estimate_against"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,40 @@ class AutoSettings:
             raise ConfigError("auto registration smoothing must be in [0, 1), min_confidence in [0, 1]")
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One background estimate, as the switching rule needs it.
+
+    Attributes:
+        result: the estimate, ``None`` when it was refused.
+        refusal: why it was refused (empty when it was not).
+        current_score: the held matrix's structure correlation on the same frames (-1 without one).
+    """
+
+    result: RegistrationResult | None
+    refusal: str = ""
+    current_score: float = -1.0
+
+
+#: Estimates from (pairs, config, held matrix or None): :func:`estimate_against`, or the same in a child process.
+Estimator = Callable[[list[tuple[np.ndarray, np.ndarray]], EstimatorConfig, np.ndarray | None], Attempt]
+
+
+def estimate_against(pairs: list[tuple[np.ndarray, np.ndarray]], config: EstimatorConfig, current: np.ndarray | None
+                     ) -> Attempt:
+    """Estimate from ``pairs`` (the held matrix as one more candidate) and score the held matrix on them."""
+    try:
+        result = estimate_homography(pairs, config, initial=None if current is None else current.reshape(-1))
+    except FusionError as err:  # refusals and bad frames
+        return Attempt(None, str(err))
+    if current is None:
+        return Attempt(result)
+    try:
+        return Attempt(result, current_score=homography_score(pairs, current))
+    except InputError:
+        return Attempt(result)
+
+
 def _blend(current: np.ndarray, new: np.ndarray, weight_current: float, thermal_wh: tuple[int, int]) -> np.ndarray:
     """Homography through the weighted mean of the two matrices' thermal-corner images."""
     w, h = thermal_wh
@@ -89,6 +128,8 @@ class AutoRegistrar:
         config: the estimator's search ranges.
         log: called with one line per decision (the node passes its logger).
         clock: monotonic seconds (tests pass a fake one).
+        estimator: runs one estimate (:func:`estimate_against` here, in the calling thread's process,
+            by default; the node passes an :class:`~fusion_ros.registration.isolated.EstimatorProcess`).
     """
 
     def __init__(
@@ -98,11 +139,13 @@ class AutoRegistrar:
         config: EstimatorConfig | None = None,
         log: Callable[[str], None] = lambda line: None,
         clock: Callable[[], float] = time.monotonic,
+        estimator: Estimator = estimate_against,
     ) -> None:
         self.settings = settings or AutoSettings()
         self._config = replace(config or EstimatorConfig(), min_confidence=self.settings.min_confidence)
         self._log = log
         self._clock = clock
+        self._estimator = estimator
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -208,26 +251,23 @@ class AutoRegistrar:
         self.estimating = True
         try:
             current = self._current
-            result = estimate_homography(pairs, self._config, initial=None if current is None else current.reshape(-1))
-        except FusionError as err:  # refusals and bad frames: keep the current matrix
-            self.last_message = f"kept the current matrix: {err}"
-            self._log(f"registration: {self.last_message}")
-            return False
+            attempt = self._estimator(pairs, self._config, current)
         finally:
             self.estimates += 1
             self.estimating = False
+        result = attempt.result
+        if result is None:  # refusals and bad frames: keep the current matrix
+            self.last_message = f"kept the current matrix: {attempt.refusal}"
+            self._log(f"registration: {self.last_message}")
+            return False
         self.last = result
         new = result.homography
         th, tw = np.asarray(pairs[0][0]).shape[:2]
         if current is not None:
-            try:
-                old_score = homography_score(pairs, current)
-            except InputError:
-                old_score = -1.0
-            gain = result.score - old_score
+            gain = result.score - attempt.current_score
             if gain < self.settings.min_gain:
                 self.last_message = (f"kept the current matrix: the new one ({result.summary()}) is not better on the same "
-                                     f"frames (correlation {result.score:.3f} vs {old_score:.3f})")
+                                     f"frames (correlation {result.score:.3f} vs {attempt.current_score:.3f})")
                 self._log(f"registration: {self.last_message}")
                 return False
             shift = corner_error(new, current, (tw, th))

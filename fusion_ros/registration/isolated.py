@@ -1,0 +1,149 @@
+"""Run the background homography estimator in a low-priority child process.
+
+Why a process: the estimator is seconds of numpy/OpenCV work. On a thread of the node's process it
+competes with live fusion for the same cores and interpreter: measured on 2 cores at 640x512, the
+default method fusing at 20 Hz went from 12 ms to 66 ms median per frame (p99 23 → 392 ms) while it
+estimated, and only 260 of 595 frames were fused (docs/RESULTS.md, "The frame path while the auto
+mode estimates"). Lowering a thread's priority is not enough: it still holds the interpreter lock
+and starts OpenCV worker threads at normal priority.
+
+The child runs single-threaded (OpenCV, OpenMP and BLAS threads set to 1) under Linux's
+``SCHED_IDLE`` policy (``nice 19`` where that is unavailable): it takes only CPU time that nothing
+else wants, so fusion keeps its cores and the estimate simply takes longer on a loaded machine. It
+imports numpy and OpenCV only (about 40 MB resident, no torch), starts on the first estimate,
+serves requests over its stdin/stdout with pickle, and is restarted if it dies.
+
+    python -m fusion_ros.registration.isolated   # the child's entry point; not for users
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from fusion_ros.registration.auto import Attempt
+from fusion_ros.registration.estimate import EstimatorConfig
+
+__all__ = ["EstimatorProcess"]
+
+#: Thread-count variables of the libraries numpy and OpenCV may use: the child runs on one core at most.
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class EstimatorProcess:
+    """A callable :data:`~fusion_ros.registration.auto.Estimator` that runs in a child process (see the module doc).
+
+    Call it from one thread at a time (the :class:`~fusion_ros.registration.auto.AutoRegistrar`'s);
+    :meth:`close` may come from any thread, and unblocks a call in progress.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
+
+    def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: EstimatorConfig, current: np.ndarray | None
+                 ) -> Attempt:
+        child = self._start()
+        try:
+            pickle.dump((pairs, config, current), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            child.stdin.flush()
+            reply = pickle.load(child.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            self._discard(child)
+            return Attempt(None, f"the estimator process ended (exit code {child.returncode}); a new one starts "
+                                 "for the next estimate")
+        return reply
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the child (a call in progress returns a refusal)."""
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None:
+            _end(child, timeout)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._child is None or self._child.poll() is not None:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env()
+                )
+            return self._child
+
+    def _discard(self, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            if self._child is child:
+                self._child = None
+        _end(child, 1.0)
+
+
+def _end(child: subprocess.Popen[bytes], timeout: float) -> None:
+    """Close the child's pipes (it exits at end of input) and make sure it is gone."""
+    for pipe in (child.stdin, child.stdout):
+        try:
+            pipe.close()
+        except OSError:
+            pass
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, single-threaded, with this copy of fusion_ros first on the path."""
+    env = dict(os.environ)
+    env.update({name: "1" for name in _ONE_THREAD})
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH", ""))))
+    return env
+
+
+def _yield_cpu() -> None:
+    """Run only on CPU time nothing else wants (Linux ``SCHED_IDLE``), else at the lowest nice level."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
+def _serve() -> None:
+    """The child: answer (pairs, config, current) requests with :class:`Attempt` replies until stdin closes."""
+    _yield_cpu()
+    import cv2
+
+    from fusion_ros.registration.auto import estimate_against
+
+    cv2.setNumThreads(1)
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    while True:
+        try:
+            pairs, config, current = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            attempt = estimate_against(pairs, config, current)
+        except Exception as err:  # a bug in one estimate must not end the node's auto mode
+            attempt = Attempt(None, f"the estimator failed: {type(err).__name__}: {err}")
+        pickle.dump(attempt, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    _serve()
