@@ -292,6 +292,8 @@ def test_auto_settings_are_checked() -> None:
         AutoSettings(frames=0)
     with pytest.raises(ConfigError):
         AutoSettings(smoothing=1.0)
+    with pytest.raises(ConfigError, match="max_interval_s"):
+        AutoSettings(interval_s=20.0, max_interval_s=10.0)
 
 
 class _ExitsWhenUnpickled:
@@ -353,3 +355,41 @@ def test_the_estimator_imports_without_torch() -> None:
     code = "import sys, fusion_ros.registration.isolated; assert 'torch' not in sys.modules, 'torch was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_auto_registrar_backs_off_once_settled_and_returns_when_the_matrix_moves() -> None:
+    """Estimates that agree with the held matrix double the wait (up to the cap); a moved camera resets it."""
+    from fusion_ros.registration.auto import Attempt
+    from fusion_ros.registration.estimate import RegistrationResult
+
+    held = np.diag([2.0, 2.0, 1.0])
+    proposals = iter([held] * 4 + [held + np.array([[0, 0, 8.0], [0, 0, 0], [0, 0, 0]])] + [held] * 2)
+
+    def estimator(pairs: object, config: object, current: np.ndarray | None) -> Attempt:
+        hm = next(proposals)
+        return Attempt(RegistrationResult(hm, 0.9, 0.5, 0.5, 0.5, 1, 0.1), current_score=0.0)
+
+    auto = AutoRegistrar(held.reshape(-1), AutoSettings(interval_s=10.0, max_interval_s=35.0, smoothing=0.0),
+                         estimator=estimator)
+    frame = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
+    waits = []
+    for _ in range(7):
+        auto.step(frame)
+        waits.append(auto.interval_s)
+    assert waits == [20.0, 35.0, 35.0, 35.0, 10.0, 10.0, 20.0]  # the 5th moved 8 px; the 6th moved it back
+    assert ("registration interval (s)", "20") in auto.diagnostics()
+    auto.set_current(auto.homography)  # the node applying the registrar's own matrix: no reset
+    assert auto.interval_s == 20.0
+    auto.set_current(np.diag([2.1, 2.1, 1.0]).reshape(-1))  # the user's new matrix: check it soon
+    assert auto.interval_s == 10.0
+
+
+def test_auto_registrar_without_a_matrix_keeps_the_short_interval() -> None:
+    from fusion_ros.registration.auto import Attempt
+
+    auto = AutoRegistrar(None, AutoSettings(interval_s=10.0, max_interval_s=100.0),
+                         estimator=lambda pairs, config, current: Attempt(None, "too little structure"))
+    frame = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
+    for _ in range(3):
+        assert not auto.step(frame)
+    assert auto.interval_s == 10.0 and auto.estimates == 3 and "too little structure" in auto.last_message

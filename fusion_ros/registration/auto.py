@@ -10,7 +10,11 @@ matrix as one candidate, and then:
   ``min_gain`` (structure correlation), so noise never makes it wander;
 - smooths: a new matrix near the current one (corner shift below ``jump_px``) is blended into
   it (corner positions, weight ``smoothing`` on the old); a large, confident change (a knocked
-  camera) is taken as is.
+  camera) is taken as is;
+- backs off: each estimate that leaves the held matrix within ``settle_px`` doubles the wait before
+  the next one, up to ``max_interval_s``; one that moves it further returns to ``interval_s``. A
+  settled rig then costs a few estimates an hour instead of one every ``interval_s`` (seconds of
+  CPU each, which a battery pays), and a knocked camera is noticed within ``max_interval_s``.
 
 The owner polls :meth:`take_update` (the node does so on its executor thread, where setting
 parameters is safe) and reads :meth:`diagnostics` for /diagnostics. No rclpy here.
@@ -51,7 +55,9 @@ class AutoSettings:
     Attributes:
         frames: pairs estimated jointly (the ring's size).
         spacing_s: least time between two pairs taken into the ring (different scene content).
-        interval_s: least time between two estimates.
+        interval_s: least time between two estimates while the matrix is moving (and before there is one).
+        max_interval_s: the longest wait between two estimates once it has settled.
+        settle_px: corner shift (RGB px) below which an estimate counts as agreeing with the held matrix.
         min_confidence: estimates below this are refused.
         min_gain: structure correlation the new matrix must add on the same frames to replace the current one.
         smoothing: weight of the current matrix when blending a nearby new one (0: take the new one).
@@ -61,6 +67,8 @@ class AutoSettings:
     frames: int = 5
     spacing_s: float = 0.5
     interval_s: float = 10.0
+    max_interval_s: float = 160.0
+    settle_px: float = 1.0
     min_confidence: float = 0.6
     min_gain: float = 0.005
     smoothing: float = 0.5
@@ -69,8 +77,11 @@ class AutoSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.frames <= 50:
             raise ConfigError(f"auto registration frames must be in 1..50, got {self.frames}")
-        if self.spacing_s < 0 or self.interval_s < 0 or self.jump_px <= 0:
-            raise ConfigError("auto registration spacing_s and interval_s must be >= 0, jump_px > 0")
+        if self.spacing_s < 0 or self.interval_s < 0 or self.jump_px <= 0 or self.settle_px < 0:
+            raise ConfigError("auto registration spacing_s and interval_s must be >= 0, jump_px > 0, settle_px >= 0")
+        if self.max_interval_s < self.interval_s:
+            raise ConfigError(f"auto registration max_interval_s ({self.max_interval_s:g}) must be at least "
+                              f"interval_s ({self.interval_s:g})")
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError("auto registration smoothing must be in [0, 1), min_confidence in [0, 1]")
 
@@ -155,6 +166,7 @@ class AutoRegistrar:
         self._pending: tuple[float, ...] | None = None
         self._thread: threading.Thread | None = None
         self.estimating = False
+        self.interval_s = self.settings.interval_s
         self.estimates = 0
         self.updates = 0
         self.last: RegistrationResult | None = None
@@ -194,9 +206,16 @@ class AutoRegistrar:
         return pending
 
     def set_current(self, homography: Sequence[float] | None) -> None:
-        """The user set the matrix by hand: compare future estimates against that one."""
+        """The user set the matrix by hand: compare future estimates against that one, from the next interval on.
+
+        (The node also calls this when it applies the registrar's own update; the same matrix changes nothing.)
+        """
+        new = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
         with self._lock:
-            self._current = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
+            same = (new is None) == (self._current is None) and (new is None or np.allclose(new, self._current, rtol=1e-9, atol=0))
+            self._current = new
+        if not same:
+            self.interval_s = self.settings.interval_s
 
     def diagnostics(self) -> list[tuple[str, str]]:
         """Key/value pairs for /diagnostics."""
@@ -205,6 +224,7 @@ class AutoRegistrar:
             ("registration auto", "estimating" if self.estimating else "idle"),
             ("registration estimates", str(self.estimates)),
             ("registration updates", str(self.updates)),
+            ("registration interval (s)", f"{self.interval_s:g}"),
             ("registration last", self.last_message),
         ]
         if last is not None:
@@ -233,7 +253,7 @@ class AutoRegistrar:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self._clock() - last_run < self.settings.interval_s:
+            if self._clock() - last_run < self.interval_s:
                 continue
             with self._lock:
                 if len(self._ring) < self._ring.maxlen:
@@ -244,10 +264,24 @@ class AutoRegistrar:
             self.step(pairs)
 
     def step(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
-        """One estimate from ``pairs`` and the switching decision; returns whether the matrix changed.
+        """One estimate from ``pairs``, the switching decision and the next wait; returns whether the matrix changed.
 
         Runs on the estimator thread (tests call it directly).
         """
+        before = self._current
+        changed = self._decide(pairs)
+        after = self._current
+        th, tw = np.asarray(pairs[0][0]).shape[:2]
+        if after is None:
+            self.interval_s = self.settings.interval_s
+        elif before is not None and corner_error(after, before, (tw, th)) < self.settings.settle_px:
+            self.interval_s = min(2.0 * self.interval_s, self.settings.max_interval_s)
+        else:
+            self.interval_s = self.settings.interval_s
+        return changed
+
+    def _decide(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+        """One estimate and the switching decision (see the module doc); returns whether the matrix changed."""
         self.estimating = True
         try:
             current = self._current

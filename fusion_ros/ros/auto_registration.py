@@ -38,6 +38,7 @@ class AutoRegistrationHook:
         settings = AutoSettings(
             frames=int(values["registration.auto_frames"]),
             interval_s=float(values["registration.auto_interval"]),
+            max_interval_s=max(float(values["registration.auto_max_interval"]), float(values["registration.auto_interval"])),
             min_confidence=float(values["registration.auto_min_confidence"]),
         )
         homography = values["registration.homography"]
@@ -50,7 +51,8 @@ class AutoRegistrationHook:
         self._timer = node.create_timer(_POLL_S, self._poll)
         self._service = node.create_service(Trigger, "~/save_registration", self._on_save_request)
         self.registrar.start()
-        logger.info(f"registration.auto: estimating from {settings.frames} pairs every {settings.interval_s:g} s in the background")
+        logger.info(f"registration.auto: estimating from {settings.frames} pairs every {settings.interval_s:g} s "
+                    f"(up to {settings.max_interval_s:g} s once settled), in a low-priority process")
 
     @classmethod
     def create(cls, node: Any, values: dict[str, Any]) -> AutoRegistrationHook | None:
