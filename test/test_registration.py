@@ -10,7 +10,7 @@ import pytest
 
 from fusion_ros.errors import InputError
 from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
-from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
+from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
 from fusion_ros.registration.params_file import NODE_KEY, params_yaml
 from fusion_ros.registration.features import to_gray
@@ -238,14 +238,19 @@ def test_auto_registrar_converges_and_keeps_a_good_matrix() -> None:
     pairs = _pairs(truth, (0.5, 1.5))
     start = np.diag([2.0, 2.0, 1.0])
     auto = AutoRegistrar(start.reshape(-1), AutoSettings(frames=2, smoothing=0.0, min_confidence=0.0))
-    assert auto.step(pairs)
-    first = np.array(auto.take_update()).reshape(3, 3)
-    assert corner_error(first, truth, THERMAL_WH) < corner_error(start, truth, THERMAL_WH) / 4
-    assert auto.take_update() is None  # taken once
-    # The same frames again: the new estimate is no better than the kept one, so no switch.
-    assert not auto.step(pairs)
-    assert "not better" in auto.last_message
-    assert auto.take_update() is None
+    try:  # the default estimator: the registrar's own child process, which stop() ends
+        assert auto.step(pairs)
+        first = np.array(auto.take_update()).reshape(3, 3)
+        assert corner_error(first, truth, THERMAL_WH) < corner_error(start, truth, THERMAL_WH) / 4
+        assert auto.take_update() is None  # taken once
+        # The same frames again: the new estimate is no better than the kept one, so no switch.
+        assert not auto.step(pairs)
+        assert "not better" in auto.last_message
+        assert auto.take_update() is None
+        assert auto._estimator.pid is not None
+    finally:
+        auto.stop()
+    assert auto._estimator.pid is None
 
 
 def test_auto_registrar_blends_nearby_updates() -> None:
@@ -268,7 +273,7 @@ def test_offer_never_waits_for_a_running_estimate(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr("fusion_ros.registration.auto.estimate_homography", slow_estimate)
     clock = _FakeClock()
-    auto = AutoRegistrar(None, AutoSettings(frames=2, spacing_s=0.0, interval_s=0.0), clock=clock)
+    auto = AutoRegistrar(None, AutoSettings(frames=2, spacing_s=0.0, interval_s=0.0), clock=clock, estimator=estimate_against)
     auto.start()
     try:
         frame = (np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))
@@ -310,7 +315,6 @@ def test_estimator_process_matches_the_in_process_estimate_at_idle_priority() ->
     (compared at 1e-3 px: only a thread-count-dependent rounding inside OpenCV may differ)."""
     import os
 
-    from fusion_ros.registration.auto import estimate_against
     from fusion_ros.registration.isolated import EstimatorProcess
 
     truth = _rig(5)

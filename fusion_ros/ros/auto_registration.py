@@ -1,7 +1,7 @@
 """The node's side of ``registration.auto``: feeds the core :class:`AutoRegistrar`, applies and saves its updates.
 
-The estimates run in a low-priority child process (:class:`EstimatorProcess`), off the cores and the
-interpreter that live fusion uses.
+The estimates run in the registrar's low-priority child process, off the cores and the interpreter
+that live fusion uses.
 
 Kept out of :mod:`fusion_ros.ros.node` so the node only holds a few hook calls. The estimator runs
 on its own thread; this class polls it from a timer on the executor thread, where setting the
@@ -21,7 +21,6 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
-from fusion_ros.registration.isolated import EstimatorProcess
 from fusion_ros.registration.params_file import write_params_yaml
 
 __all__ = ["AutoRegistrationHook"]
@@ -45,9 +44,7 @@ class AutoRegistrationHook:
         initial = None if list(map(float, homography)) == [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0] else homography
         logger = node.get_logger()
         self._save_path = str(values["registration.save_path"])
-        # The estimate runs in a low-priority child process: on a thread here it slowed live fusion several-fold.
-        self._estimator = EstimatorProcess()
-        self.registrar = AutoRegistrar(initial, settings, log=lambda line: logger.info(line), estimator=self._estimator)
+        self.registrar = AutoRegistrar(initial, settings, log=lambda line: logger.info(line))
         self._timer = node.create_timer(_POLL_S, self._poll)
         self._service = node.create_service(Trigger, "~/save_registration", self._on_save_request)
         self.registrar.start()
@@ -106,5 +103,4 @@ class AutoRegistrationHook:
     def destroy(self) -> None:
         self._timer.cancel()
         self._node.destroy_service(self._service)
-        self._estimator.close()  # first: an estimate in progress returns at once instead of being waited for
         self.registrar.stop()
