@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -349,6 +350,8 @@ def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
         assert process.pid not in (None, first)
     finally:
         process.close()
+    assert process(flat, EstimatorConfig(), None).refusal == "the estimator process was closed"
+    assert process.pid is None
 
 
 def test_the_estimator_imports_without_torch() -> None:
@@ -397,3 +400,21 @@ def test_auto_registrar_without_a_matrix_keeps_the_short_interval() -> None:
     for _ in range(3):
         assert not auto.step(frame)
     assert auto.interval_s == 10.0 and auto.estimates == 3 and "too little structure" in auto.last_message
+
+
+def test_stopping_the_registrar_abandons_an_estimate_in_its_child_process() -> None:
+    """Node shutdown does not wait for a running estimate (seconds): stop() ends the child, the matrix stays."""
+    truth = _rig(5)
+    pairs = _pairs(truth, (0.5, 1.5, 2.5, 3.5))
+    lines: list[str] = []
+    auto = AutoRegistrar(None, AutoSettings(frames=4, spacing_s=0.0, interval_s=0.0, min_confidence=0.0), log=lines.append)
+    auto.start()
+    for pair in pairs:
+        auto.offer(*pair)
+    deadline = time.monotonic() + 30.0
+    while not auto.estimating and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert auto.estimating, "the estimate did not start"
+    auto.stop(timeout=30.0)
+    assert not auto._thread.is_alive() and auto._estimator.pid is None
+    assert auto.homography is None and auto.updates == 0 and lines == []

@@ -300,6 +300,8 @@ class AutoRegistrar:
         finally:
             self.estimates += 1
             self.estimating = False
+        if self._stop.is_set():
+            return False  # stopped meanwhile: an abandoned estimate changes nothing and is not logged
         result = attempt.result
         if result is None:  # refusals and bad frames: keep the current matrix
             self.last_message = f"kept the current matrix: {attempt.refusal}"

@@ -40,12 +40,14 @@ class EstimatorProcess:
     """A callable :data:`~fusion_ros.registration.auto.Estimator` that runs in a child process (see the module doc).
 
     Call it from one thread at a time (the :class:`~fusion_ros.registration.auto.AutoRegistrar`'s);
-    :meth:`close` may come from any thread, and unblocks a call in progress.
+    :meth:`close` may come from any thread, unblocks a call in progress and is final: later calls are
+    refused instead of starting a new child.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
@@ -56,11 +58,13 @@ class EstimatorProcess:
     def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: EstimatorConfig, current: np.ndarray | None
                  ) -> Attempt:
         child = self._start()
+        if child is None:
+            return Attempt(None, "the estimator process was closed")
         try:
             pickle.dump((pairs, config, current), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             child.stdin.flush()
             reply = pickle.load(child.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError):
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError):  # ValueError: close() shut the pipe mid-write
             self._discard(child)
             return Attempt(None, f"the estimator process ended (exit code {child.returncode}); a new one starts "
                                  "for the next estimate")
@@ -69,12 +73,14 @@ class EstimatorProcess:
     def close(self, timeout: float = 5.0) -> None:
         """End the child (a call in progress returns a refusal)."""
         with self._lock:
-            child, self._child = self._child, None
+            child, self._child, self._closed = self._child, None, True
         if child is not None:
             _end(child, timeout)
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
+            if self._closed:
+                return None
             if self._child is None or self._child.poll() is not None:
                 self._child = subprocess.Popen(
                     [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env()
