@@ -284,6 +284,10 @@ def test_offer_never_waits_for_a_running_estimate(monkeypatch: pytest.MonkeyPatc
         assert auto.estimating
         kept = sum(auto.offer(*frame) for _ in range(20))  # returns at once each time while estimating
         assert kept == 20 and not release.is_set()
+        release.set()
+        deadline = time.monotonic() + 10.0
+        while "released" not in auto.last_message and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         release.set()
         auto.stop()
