@@ -291,7 +291,7 @@ def test_offer_never_waits_for_a_running_estimate(monkeypatch: pytest.MonkeyPatc
     finally:
         release.set()
         auto.stop()
-    assert auto.estimates == 1 and "released" in auto.last_message
+    assert auto.estimates >= 1 and "released" in auto.last_message  # (the refilled ring may start another)
     assert auto.homography is None  # a refused estimate changes nothing
 
 
