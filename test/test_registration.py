@@ -340,6 +340,9 @@ def test_estimator_process_matches_the_in_process_estimate_at_idle_priority() ->
 
 
 def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
+    import os
+    import signal
+
     from fusion_ros.registration.isolated import EstimatorProcess
 
     flat = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
@@ -352,6 +355,8 @@ def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
         assert crashed.result is None and "exit code 3" in crashed.refusal
         assert "too little structure" in process(flat, EstimatorConfig(), None).refusal  # a new child answers
         assert process.pid not in (None, first)
+        os.kill(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the parent decides
+        assert "too little structure" in process(flat, EstimatorConfig(), None).refusal
     finally:
         process.close()
     assert process(flat, EstimatorConfig(), None).refusal == "the estimator process was closed"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -129,7 +130,12 @@ def _yield_cpu() -> None:
 
 
 def _serve() -> None:
-    """The child: answer (pairs, config, current) requests with :class:`Attempt` replies until stdin closes."""
+    """The child: answer (pairs, config, current) requests with :class:`Attempt` replies until stdin closes.
+
+    Ctrl-C in a terminal (or ``ros2 launch`` stopping) signals the whole process group: the child ignores
+    SIGINT and ends when its parent closes the pipe (or dies), without a traceback of its own.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _yield_cpu()
     import cv2
 
@@ -147,8 +153,11 @@ def _serve() -> None:
             attempt = estimate_against(pairs, config, current)
         except Exception as err:  # a bug in one estimate must not end the node's auto mode
             attempt = Attempt(None, f"the estimator failed: {type(err).__name__}: {err}")
-        pickle.dump(attempt, replies, protocol=pickle.HIGHEST_PROTOCOL)
-        replies.flush()
+        try:
+            pickle.dump(attempt, replies, protocol=pickle.HIGHEST_PROTOCOL)
+            replies.flush()
+        except BrokenPipeError:  # the parent is gone
+            return
 
 
 if __name__ == "__main__":
