@@ -1,7 +1,8 @@
 """What the automatic registration costs live fusion: per-frame fusion time while the estimator runs.
 
 A camera pair at ``--fps`` (640x512 RGB, 320x256 thermal under a rig warp, generated street scene)
-is fused with the default method on this process's thread, as the node's worker does; when a fusion
+is fused with the default method on this process's thread with ``--torch-threads`` (the node's
+``torch_threads``, default 1), as the node's worker does; when a fusion
 takes longer than a frame period the frames that arrived meanwhile are dropped (the node keeps only
 the newest pair). Meanwhile the auto mode's estimator runs back to back on 5-frame batches (the
 worst case: the node estimates every ``registration.auto_interval`` seconds, each estimate taking
@@ -12,7 +13,7 @@ seconds), either
   process (how the node ran it before);
 - ``process``: the same in :class:`~fusion_ros.registration.isolated.EstimatorProcess` (the node now).
 
-    OMP_NUM_THREADS= PYTHONPATH=$PWD python benchmarks/registration_frame_path.py --seconds 30
+    PYTHONPATH=$PWD python benchmarks/registration_frame_path.py --seconds 30 [--torch-threads 2]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 
 import numpy as np
+import torch
 
 from fusion_ros import Fuser
 from fusion_ros.registration.auto import estimate_against
@@ -79,7 +81,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--fps", type=float, default=20.0)
     ap.add_argument("--modes", default="off,thread,process")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the fusion (the node's torch_threads)")
     args = ap.parse_args()
+    torch.set_num_threads(args.torch_threads)
     truth = random_rig_homography(np.random.default_rng(3), RGB_WH, THERMAL_WH)
     pairs = []
     for t in range(5):

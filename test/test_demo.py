@@ -46,3 +46,17 @@ def test_demo_short_run(tmp_path: Path) -> None:
     assert sheet.size == (3 * 160 + 4 * 6, 28 + 3 * (128 + 6) + 6)
     assert bag_topics(out / "scene_bag") == {DEFAULT_THERMAL_TOPIC: (IMAGE_MSGTYPE, 60), DEFAULT_RGB_TOPIC: (IMAGE_MSGTYPE, 20)}
     assert bag_topics(out / "fused_bag") == {DEFAULT_FUSED_TOPIC: (IMAGE_MSGTYPE, stats["fused_received"])}
+
+
+def test_demo_params_are_checked_against_the_node_and_parsed_as_yaml() -> None:
+    from fusion_ros.commands.demo import _node_params
+    from fusion_ros.errors import ConfigError
+
+    params = _node_params(["registration.auto=true", "registration.auto_interval=2.5", "torch_threads=2",
+                           "registration.homography=[1, 0, 3, 0, 1, 0, 0, 0, 1]"])
+    assert params == {"registration.auto": True, "registration.auto_interval": 2.5, "torch_threads": 2,
+                      "registration.homography": [1, 0, 3, 0, 1, 0, 0, 0, 1]}
+    with pytest.raises(ConfigError, match="no parameter 'registration.autoo'"):
+        _node_params(["registration.autoo=true"])  # a typo the node would ignore silently
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        _node_params(["registration.auto"])

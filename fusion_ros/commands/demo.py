@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads of the node's model (OMP_NUM_THREADS; default 1: the player and recorder share the "
                         "cores, and oversubscribed torch threads are many times slower)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the node to come up (default 90)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node parameter for this run, VALUE as YAML (repeatable), e.g. -p registration.auto=true "
+                        "to see what the live registration costs the frame rate")
 
 
 @dataclass
@@ -85,8 +88,28 @@ def _status(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _node_params(assignments: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings → parameters, each name checked against the node's table (a typo would be ignored
+    by the node), each value parsed as YAML as ``--ros-args -p`` does."""
+    import yaml
+
+    from fusion_ros.config import parameter_table
+
+    known = {spec.name for spec in parameter_table()}
+    params: dict[str, Any] = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param expects NAME=VALUE, got {text!r}")
+        if name not in known:
+            raise ConfigError(f"--param: fusion_node has no parameter {name!r} (`fusion-ros params` lists them)")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
     get_method_class(args.method)
+    overrides = _node_params(args.param)
     if args.duration <= 0 or args.loops < 1 or args.rate <= 0 or args.rows < 1 or args.torch_threads < 1:
         raise ConfigError("--duration, --loops, --rate, --rows and --torch-threads must be positive")
     from fusion_ros import bag, scenes
@@ -104,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     expected = bag.expected_pairs(scene_bag, slop_s=slop_s, queue_size=queue_size)
     if not expected:
         raise FusionError("the rendered scene has no thermal/RGB pair within the slop; raise --duration or the rates")
-    recorded, publish_times, node_status = _run_node(args, scene_bag, out, slop_s, queue_size, len(expected) * args.loops)
+    recorded, publish_times, node_status = _run_node(args, scene_bag, out, slop_s, queue_size, len(expected) * args.loops,
+                                                     overrides)
 
     fused = [m for m in recorded if m.topic == _FUSED_TOPIC]
     bag.write_bag(fused_bag, (m.as_bag_message() for m in fused), args.storage, overwrite=True)
@@ -123,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_node(
-    args: argparse.Namespace, scene_bag: Path, out: Path, slop_s: float, queue_size: int, want: int
+    args: argparse.Namespace, scene_bag: Path, out: Path, slop_s: float, queue_size: int, want: int,
+    overrides: dict[str, Any],
 ) -> tuple[list[Any], dict[int, list[int]], dict[str, str]]:
     """Start the node, play the bag to it, record what it publishes; returns the recorded messages,
     publish wall times per header stamp, and the node's last diagnostic values."""
@@ -142,7 +167,7 @@ def _run_node(
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     _status(f"[2/4] starting fusion_node ({args.method}) in ROS_DOMAIN_ID={domain} with {env['FASTDDS_DEFAULT_PROFILES_FILE']}")
     # The same synchronizer settings as the offline count of expected pairs.
-    params = {"method": args.method, "sync.slop": slop_s, "sync.queue_size": queue_size, "diagnostics.period": 0.5}
+    params = {"method": args.method, "sync.slop": slop_s, "sync.queue_size": queue_size, "diagnostics.period": 0.5, **overrides}
     publish_times: dict[int, list[int]] = defaultdict(list)
     node_status: dict[str, str] = {}
     with open(out / "node.log", "wb") as log:

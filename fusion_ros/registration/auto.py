@@ -21,9 +21,9 @@ parameters is safe) and reads :meth:`diagnostics` for /diagnostics. No rclpy her
 
 The estimate itself runs in a low-priority child process by default
 (:class:`~fusion_ros.registration.isolated.EstimatorProcess`, owned and ended by the registrar): on a
-thread of the caller's process it shares the cores and the interpreter with live fusion and slowed
-it several-fold while it estimated (docs/RESULTS.md, "The frame path while the auto mode
-estimates"). Tests and benchmarks that measure the estimator's own CPU pass :func:`estimate_against`.
+thread of the caller's process it shares the cores and the interpreter with live fusion, which with
+torch on every core slowed several-fold and lost frames while it estimated (docs/RESULTS.md, "The
+frame path while the auto mode estimates"). Tests and benchmarks that measure the estimator's own CPU pass :func:`estimate_against`.
 """
 
 from __future__ import annotations

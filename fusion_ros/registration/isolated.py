@@ -1,11 +1,12 @@
 """Run the background homography estimator in a low-priority child process.
 
 Why a process: the estimator is seconds of numpy/OpenCV work. On a thread of the node's process it
-competes with live fusion for the same cores and interpreter: measured on 2 cores at 640x512, the
-default method fusing at 20 Hz went from 12 ms to 66 ms median per frame (p99 23 → 392 ms) while it
-estimated, and only 260 of 595 frames were fused (docs/RESULTS.md, "The frame path while the auto
-mode estimates"). Lowering a thread's priority is not enough: it still holds the interpreter lock
-and starts OpenCV worker threads at normal priority.
+competes with live fusion for the same cores and interpreter: measured on 2 cores at 640x512 with
+torch on both of them, the default method fusing at 20 Hz went from 10 ms to 53–96 ms median per
+frame while it estimated and lost more than half of the frames; through the real node, 15 of 200
+with latencies up to 0.7 s (docs/RESULTS.md, "The frame path while the auto mode estimates"; with
+torch on one core, the node's default, it cost only ~2 ms). Lowering a thread's priority is not
+enough: it still holds the interpreter lock and starts OpenCV worker threads at normal priority.
 
 The child runs single-threaded (OpenCV, OpenMP and BLAS threads set to 1) under Linux's
 ``SCHED_IDLE`` policy (``nice 19`` where that is unavailable): it takes only CPU time that nothing
