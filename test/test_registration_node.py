@@ -1,10 +1,12 @@
-"""``registration.auto`` in the node: converges on a misaligned rig while fusion keeps publishing; ``~/save_registration``."""
+"""``registration.auto`` in the node: converges on a replayed bag of a misaligned rig while fusion keeps publishing;
+``~/save_registration``."""
 
 from __future__ import annotations
 
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -15,26 +17,17 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from fusion_ros.bag import write_scene_bag  # noqa: E402
 from fusion_ros.registration import corner_error  # noqa: E402
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view  # noqa: E402
 from fusion_ros.ros.node import FusionNode  # noqa: E402
+from fusion_ros.ros.player import BagPlayer  # noqa: E402
 from fusion_ros.scenes import render_pair  # noqa: E402
 
 DOMAIN = 100  # above test_node.py's domains (20..99), so parallel runs do not cross-talk
 RGB_WH, THERMAL_WH = (320, 256), (160, 128)
-
-
-def _image(encoding: str, pixels: np.ndarray, stamp_ns: int) -> Image:
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.height, msg.width = pixels.shape[:2]
-    msg.encoding = encoding
-    msg.step = pixels.strides[0]
-    msg.data = pixels.tobytes()
-    return msg
 
 
 @contextmanager
@@ -59,41 +52,42 @@ def _node_and_tester(name: str, domain: int, overrides: list[Parameter]) -> Iter
 
 
 @pytest.mark.slow
-def test_auto_registration_converges_without_stalling_fusion() -> None:
+def test_auto_registration_converges_on_a_bag_without_stalling_fusion(tmp_path: Path) -> None:
+    """A rosbag2 of a generated street seen by a misaligned rig, replayed in a loop (as `ros2 bag play --loop`):
+    the auto mode applies an estimate much closer to the rig's warp while fusion keeps publishing."""
     truth = random_rig_homography(np.random.default_rng(7), RGB_WH, THERMAL_WH, rotation_deg=2.0,
                                   scale_range=(0.9, 1.15), translation=0.05, perspective=0.005)
     start = [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0]  # the resolution ratio only
-    frames = []
-    for t in (0.5, 1.5, 2.5):
-        th, rgb = render_pair(t, RGB_WH[1], RGB_WH[0], seed=2)
-        frames.append((np.ascontiguousarray(thermal_view(th, truth, THERMAL_WH)), rgb))
+    frames, stamp = [], 1_700_000_000_000_000_000
+    for t in (0.5, 1.5, 2.5, 0.5, 1.5, 2.5):  # 0.7 s apart: each is taken into the estimator's ring
+        thermal, rgb = render_pair(t, RGB_WH[1], RGB_WH[0], seed=2)
+        frames += [(stamp, "thermal", np.ascontiguousarray(thermal_view(thermal, truth, THERMAL_WH))), (stamp + 1_000_000, "rgb", rgb)]
+        stamp += 700_000_000
+    write_scene_bag(tmp_path / "rig", frames)
     overrides = [Parameter("registration.auto", value=True), Parameter("registration.auto_frames", value=2),
                  Parameter("registration.auto_interval", value=1.0), Parameter("registration.auto_min_confidence", value=0.0),
                  Parameter("registration.homography", value=start)]
     with _node_and_tester("fusion_node_auto", DOMAIN, overrides) as (node, tester, executor):
-        _converge(node, tester, executor, frames, start, truth)
+        _converge(node, tester, executor, tmp_path / "rig", start, truth)
 
 
-def _converge(node: FusionNode, tester: object, executor: SingleThreadedExecutor, frames: list[tuple[np.ndarray, np.ndarray]],
-              start: list[float], truth: np.ndarray) -> None:
-    """Feed the misaligned frames until the auto mode has applied an estimate; check it and that fusion went on."""
+def _converge(node: FusionNode, tester: object, executor: SingleThreadedExecutor, bag: Path, start: list[float],
+              truth: np.ndarray) -> None:
+    """Replay ``bag`` until the auto mode has applied an estimate; check it and that fusion went on meanwhile."""
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)])
     spinner.start()
     fused_while_estimating = []
     tester.create_subscription(Image, "fused/image_raw",
                                lambda m: fused_while_estimating.append(node._auto.registrar.estimating), 50)
-    thermal_pub = tester.create_publisher(Image, "thermal/image_raw", qos_profile_sensor_data)
-    rgb_pub = tester.create_publisher(Image, "rgb/image_raw", qos_profile_sensor_data)
+    player = BagPlayer(tester, bag)
+    replay = threading.Thread(target=player.play, kwargs={"loops": 0, "stop": stop})
     try:
-        stamp = 1_700_000_000_000_000_000
+        assert player.wait_for_subscribers(30.0), "the node did not subscribe"
+        replay.start()
         deadline = time.monotonic() + 120.0
         while node._auto.registrar.updates == 0 and time.monotonic() < deadline:
-            thermal, rgb = frames[(stamp // 700_000_000) % len(frames)]
-            thermal_pub.publish(_image("mono16", thermal, stamp))
-            rgb_pub.publish(_image("rgb8", rgb, stamp))
-            stamp += 700_000_000
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert node._auto.registrar.updates >= 1, node._auto.registrar.last_message
         assert_deadline = time.monotonic() + 10.0
         while list(node.get_parameter("registration.homography").value) == start and time.monotonic() < assert_deadline:
@@ -103,6 +97,8 @@ def _converge(node: FusionNode, tester: object, executor: SingleThreadedExecutor
         assert any(fused_while_estimating), "no fused frame was published while the estimator was running"
     finally:
         stop.set()
+        if replay.ident is not None:  # started
+            replay.join(10)
         spinner.join(10)
 
 
