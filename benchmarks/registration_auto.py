@@ -6,7 +6,8 @@ misaligned by the same seeded random rig warp (as ``benchmarks/registration.py``
 320x256 thermal). The pairs go through :class:`~fusion_ros.registration.auto.AutoRegistrar` as its
 thread takes them, ``frames`` at a time (what a ``spacing_s`` apart ring collects on a moving vehicle),
 each batch one :meth:`~AutoRegistrar.step`. Reported per setting: the corner error of the matrix the
-registrar holds after each step, its value after the last step, and the CPU seconds per step.
+registrar holds after each step, its value after the last step, the wait it would take before the
+next step (its back-off; the drive itself is not timed), and the CPU seconds per step.
 
     PYTHONPATH=$PWD python benchmarks/registration_auto.py --shared ../shared --warps 2
 """
@@ -26,10 +27,12 @@ from fusion_ros.registration.synthetic import random_rig_homography, thermal_vie
 from registration import RGB_WH, THERMAL_WH, registered_pair
 
 
-def run(pairs: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray, settings: AutoSettings) -> tuple[list[float], float]:
-    """Corner error of the held matrix after each step (inf while it has none), CPU seconds per step."""
+def run(pairs: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray, settings: AutoSettings
+        ) -> tuple[list[float], list[float], float]:
+    """Corner error of the held matrix after each step (inf while it has none), the wait after each step, CPU seconds
+    per step."""
     registrar = AutoRegistrar(settings=settings, estimator=estimate_against)  # in this process: its CPU time is measured
-    errors, cpu = [], []
+    errors, waits, cpu = [], [], []
     for start in range(0, len(pairs) - settings.frames + 1, settings.frames):
         batch = [(thermal_view(th, truth, THERMAL_WH), rgb) for th, rgb in pairs[start:start + settings.frames]]
         t0 = time.process_time()
@@ -37,7 +40,8 @@ def run(pairs: list[tuple[np.ndarray, np.ndarray]], truth: np.ndarray, settings:
         cpu.append(time.process_time() - t0)
         held = registrar.homography
         errors.append(float("inf") if held is None else corner_error(np.reshape(held, (3, 3)), truth, THERMAL_WH))
-    return errors, float(np.median(cpu))
+        waits.append(registrar.interval_s)
+    return errors, waits, float(np.median(cpu))
 
 
 def main() -> None:
@@ -55,10 +59,11 @@ def main() -> None:
         for _ in range(args.warps):
             truth = random_rig_homography(rng, RGB_WH, THERMAL_WH)
             for settings in choices:
-                errors, cpu = run(pairs, truth, settings)
+                errors, waits, cpu = run(pairs, truth, settings)
                 finals[(settings.frames, settings.smoothing)].append(errors[-1])
                 print(f"{name:9s} frames {settings.frames:2d} smoothing {settings.smoothing:.1f}: corner error after each step "
-                      f"{' '.join(f'{e:.1f}' for e in errors)} px; {cpu:.1f} s CPU/step", flush=True)
+                      f"{' '.join(f'{e:.1f}' for e in errors)} px; wait after each step {' '.join(f'{w:g}' for w in waits)} s; "
+                      f"{cpu:.1f} s CPU/step", flush=True)
     print("\n== corner error of the held matrix after the whole drive (RGB px)")
     for (frames, smoothing), errs in finals.items():
         print(f"frames {frames:2d} smoothing {smoothing:.1f}: median {np.median(errs):6.2f}  max {np.max(errs):6.2f}  "
