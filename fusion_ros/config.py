@@ -302,9 +302,9 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               "stretch thermal over the RGB frame (only right for co-boresighted cameras with the same field of view); "
               "otherwise such pairs are rejected as a size mismatch; live"),
     # -- automatic registration (fusion_ros.registration.auto, fusion_ros.ros.auto_registration) --
-    ParamSpec("registration.auto", False, "estimate registration.homography in the background from live pairs "
-              "(structure of the scene, no target); switches only to confidently better matrices, by setting "
-              "registration.homography; restart to change", read_only=True),
+    ParamSpec("registration.auto", False, "estimate registration.homography from live pairs (structure of the scene, "
+              "no target) in a low-priority child process that uses only idle CPU time; switches only to confidently "
+              "better matrices, by setting registration.homography; restart to change", read_only=True),
     ParamSpec("registration.auto_interval", 10.0, "least seconds between two background estimates; restart to change",
               range=(1.0, 3600.0), read_only=True),
     ParamSpec("registration.auto_max_interval", 160.0, "once the matrix has settled (estimates within 1 px of it), the "
