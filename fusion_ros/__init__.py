@@ -11,7 +11,7 @@ background registration process small (41 MB instead of 234 MB resident).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_ros.errors import (
     ConfigError,
@@ -22,6 +22,12 @@ from fusion_ros.errors import (
     UnknownMethodError,
     WeightsError,
 )
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below imports on first use
+    from fusion_ros.config import FusionConfig, build_config
+    from fusion_ros.fuser import Fuser, create_method
+    from fusion_ros.registry import DEFAULT_METHOD, list_methods, method_names
+    from fusion_ros.thermal import ThermalConfig
 
 #: Public name → the module that defines it, imported when the name is first used.
 _LAZY = {

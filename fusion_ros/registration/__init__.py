@@ -6,7 +6,7 @@ frames (:func:`estimate_homography`), and keep it up to date in the background (
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_ros.registration.estimate import (
     EstimatorConfig,
@@ -15,6 +15,9 @@ from fusion_ros.registration.estimate import (
     corner_error,
     estimate_homography,
 )
+
+if TYPE_CHECKING:
+    from fusion_ros.registration.warp import Registration
 
 __all__ = [
     "EstimatorConfig",
