@@ -72,12 +72,12 @@ class EstimatorProcess:
                                  "for the next estimate")
         return reply
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End the child (a call in progress returns a refusal)."""
+    def close(self) -> None:
+        """End the child at once (a call in progress returns a refusal)."""
         with self._lock:
             child, self._child, self._closed = self._child, None, True
         if child is not None:
-            _end(child, timeout)
+            _end(child)
 
     def _start(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
@@ -93,21 +93,19 @@ class EstimatorProcess:
         with self._lock:
             if self._child is child:
                 self._child = None
-        _end(child, 1.0)
+        _end(child)
 
 
-def _end(child: subprocess.Popen[bytes], timeout: float) -> None:
-    """Close the child's pipes (it exits at end of input) and make sure it is gone."""
+def _end(child: subprocess.Popen[bytes]) -> None:
+    """Close the child's pipes and end it now: it holds nothing worth finishing, and an estimate in progress would
+    hold up the node's shutdown for seconds."""
     for pipe in (child.stdin, child.stdout):
         try:
             pipe.close()
         except OSError:
             pass
-    try:
-        child.wait(timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    child.kill()
+    child.wait()
 
 
 def _child_env() -> dict[str, str]:
