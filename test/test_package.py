@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import textwrap
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -90,3 +91,22 @@ def test_installed_cli_runs(colcon_install: Path) -> None:
         [sys.executable, "-c", "import fusion_ros; print(fusion_ros.__file__)"], cwd=colcon_install, env=env, capture_output=True, text=True
     )
     assert str(site) in check.stdout
+
+
+@pytest.mark.slow
+def test_installed_estimator_process_runs(colcon_install: Path) -> None:
+    """registration.auto's child process starts from the install space (`python -m` of the installed module)."""
+    site = next(colcon_install.glob("lib/python3*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    code = textwrap.dedent("""
+        import numpy as np
+        from fusion_ros.registration.estimate import EstimatorConfig
+        from fusion_ros.registration.isolated import EstimatorProcess
+        process = EstimatorProcess()
+        flat = [(np.zeros((128, 160), np.uint16), np.zeros((256, 320, 3), np.uint8))]
+        print(process(flat, EstimatorConfig(), None).refusal)
+        process.close()
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=colcon_install, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("too little structure"), result.stdout + result.stderr
