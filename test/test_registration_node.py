@@ -145,3 +145,22 @@ def test_save_registration_service_reports_an_unwritable_path(tmp_path) -> None:
     response = _call_save(str(blocker / "registration.yaml"), [2.0, 0.0, 0.5, 0.0, 2.0, 0.5, 0.0, 0.0, 1.0])
     assert not response.success
     assert "cannot write" in response.message and "not_a_folder" in response.message
+
+
+def test_the_params_file_register_writes_is_applied_by_rcl_to_the_node(tmp_path: Path) -> None:
+    """`fusion-ros register --params-out` → `--ros-args --params-file`: rcl parses it into the node's registration.homography."""
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    truth = random_rig_homography(np.random.default_rng(3), RGB_WH, THERMAL_WH)
+    path = write_params_yaml(tmp_path / "registration.yaml", truth.reshape(-1).tolist(), "test")
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN + 2, args=["--ros-args", "--params-file", str(path)])
+    try:
+        node = FusionNode("fusion_node", context=ctx)
+        try:
+            applied = node.get_parameter("registration.homography").value
+            assert np.asarray(applied) == pytest.approx(truth.reshape(-1), rel=1e-12)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
