@@ -1,10 +1,8 @@
 """The node's side of ``registration.auto``: feeds the core :class:`AutoRegistrar`, applies and saves its updates.
 
-The estimates run in the registrar's low-priority child process, off the cores and the interpreter
-that live fusion uses.
-
-Kept out of :mod:`fusion_ros.ros.node` so the node only holds a few hook calls. The estimator runs
-on its own thread; this class polls it from a timer on the executor thread, where setting the
+Kept out of :mod:`fusion_ros.ros.node` so the node only holds a few hook calls. The registrar's
+thread hands each estimate to its low-priority child process (off the cores and the interpreter that
+live fusion uses) and waits; this class polls it from a timer on the executor thread, where setting the
 ``registration.homography`` parameter is safe. Setting the parameter is what applies the matrix
 (the node's parameter callback reconfigures the running fuser between two frames) and what lets
 the user save it: ``ros2 param dump``, ``registration.save_path`` (written on every accepted
