@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,12 +69,24 @@ def run(mode: str, pairs: list[tuple[np.ndarray, np.ndarray]], fuser: Fuser, sec
     stop.set()
     if worker is not None:
         worker.join()
+    memory = ""
     if isinstance(estimator, EstimatorProcess):
+        memory = f" | child's peak resident memory {_peak_rss_mb(estimator.pid):.0f} MB"
         estimator.close()
     ms = np.array(times)
     return (f"{mode:8s} fused {len(ms):4d}, dropped {dropped:4d} | fusion ms p50 {np.percentile(ms, 50):6.1f}  "
             f"p90 {np.percentile(ms, 90):6.1f}  p99 {np.percentile(ms, 99):6.1f}  max {ms.max():6.1f} | "
-            f"estimates finished {estimates[0]}")
+            f"estimates finished {estimates[0]}{memory}")
+
+
+def _peak_rss_mb(pid: int | None) -> float:
+    """Peak resident set of a running process (Linux /proc), MB; NaN where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return float("nan")
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return float("nan") if kb is None else kb / 1024
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ enough: it still holds the interpreter lock and starts OpenCV worker threads at 
 The child runs single-threaded (OpenCV, OpenMP and BLAS threads set to 1) under Linux's
 ``SCHED_IDLE`` policy (``nice 19`` where that is unavailable): it takes only CPU time that nothing
 else wants, so fusion keeps its cores and the estimate simply takes longer on a loaded machine. It
-imports numpy and OpenCV only (about 40 MB resident, no torch), starts on the first estimate,
-serves requests over its stdin/stdout with pickle, and is restarted if it dies.
+imports numpy and OpenCV only (43 MB, no torch; 140 MB at its peak while estimating 5 frames at
+640x512), starts on the first estimate, serves requests over its stdin/stdout with pickle, and is
+restarted if it dies.
 
     python -m fusion_ros.registration.isolated   # the child's entry point; not for users
 """
