@@ -363,6 +363,30 @@ def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
     assert process.pid is None
 
 
+class _SleepsWhenUnpickled:
+    """Sent to the estimator process, it holds the child up as it reads the request (a stuck estimate)."""
+
+    def __reduce__(self) -> tuple[object, tuple[float]]:
+        import time
+
+        return time.sleep, (30.0,)
+
+
+def test_estimator_process_ends_a_child_that_does_not_answer() -> None:
+    from fusion_ros.registration.isolated import EstimatorProcess
+
+    flat = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
+    process = EstimatorProcess(timeout_s=0.5)
+    try:
+        stuck = process(flat, EstimatorConfig(), _SleepsWhenUnpickled())
+        assert stuck.result is None and "did not end within 0.5 s" in stuck.refusal
+        assert process.pid is None  # ended, not left running
+        process.timeout_s = 60.0
+        assert "too little structure" in process(flat, EstimatorConfig(), None).refusal  # a new child answers
+    finally:
+        process.close()
+
+
 def test_the_estimator_imports_without_torch() -> None:
     """The estimator process imports numpy and OpenCV only (43 MB after its imports instead of 234 MB with torch)."""
     import subprocess

@@ -13,7 +13,8 @@ The child runs single-threaded (OpenCV, OpenMP and BLAS threads set to 1) under 
 else wants, so fusion keeps its cores and the estimate simply takes longer on a loaded machine. It
 imports numpy and OpenCV only (43 MB, no torch; 140 MB at its peak while estimating 5 frames at
 640x512), starts on the first estimate, serves requests over its stdin/stdout with pickle, and is
-restarted if it dies.
+restarted if it dies or does not answer within ``timeout_s`` (an estimate takes seconds; one that
+has not ended after ten minutes is stuck, or the CPU never idles, and the message says so).
 
     python -m fusion_ros.registration.isolated   # the child's entry point; not for users
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -47,7 +49,8 @@ class EstimatorProcess:
     refused instead of starting a new child.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = 600.0) -> None:
+        self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._closed = False
@@ -66,6 +69,10 @@ class EstimatorProcess:
         try:
             pickle.dump((pairs, config, current), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             child.stdin.flush()
+            if not select.select([child.stdout], [], [], self.timeout_s)[0]:  # the reply is written at once, at the end
+                self._discard(child)
+                return Attempt(None, f"the estimate did not end within {self.timeout_s:g} s (is the CPU ever idle? the "
+                                     "estimator only takes idle time); ended it, a new process starts for the next one")
             reply = pickle.load(child.stdout)
         except (OSError, ValueError, EOFError, pickle.UnpicklingError):  # ValueError: close() shut the pipe mid-write
             self._discard(child)
