@@ -52,10 +52,11 @@ def test_demo_params_are_checked_against_the_node_and_parsed_as_yaml() -> None:
     from fusion_ros.commands.demo import _node_params
     from fusion_ros.errors import ConfigError
 
-    params = _node_params(["registration.auto=true", "registration.auto_interval=2.5", "torch_threads=2",
+    params = _node_params(["registration.auto=true", "registration.auto_interval=2", "torch_threads=2",
                            "registration.homography=[1, 0, 3, 0, 1, 0, 0, 0, 1]"])
-    assert params == {"registration.auto": True, "registration.auto_interval": 2.5, "torch_threads": 2,
+    assert params == {"registration.auto": True, "registration.auto_interval": 2.0, "torch_threads": 2,
                       "registration.homography": [1, 0, 3, 0, 1, 0, 0, 0, 1]}
+    assert type(params["registration.auto_interval"]) is float and type(params["torch_threads"]) is int
     with pytest.raises(ConfigError, match="no parameter 'registration.autoo'"):
         _node_params(["registration.autoo=true"])  # a typo the node would ignore silently
     with pytest.raises(ConfigError, match="NAME=VALUE"):

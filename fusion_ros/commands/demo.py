@@ -95,15 +95,18 @@ def _node_params(assignments: list[str]) -> dict[str, Any]:
 
     from fusion_ros.config import parameter_table
 
-    known = {spec.name for spec in parameter_table()}
+    defaults = {spec.name: spec.default for spec in parameter_table()}
     params: dict[str, Any] = {}
     for text in assignments:
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise ConfigError(f"--param expects NAME=VALUE, got {text!r}")
-        if name not in known:
+        if name not in defaults:
             raise ConfigError(f"--param: fusion_node has no parameter {name!r} (`fusion-ros params` lists them)")
-        params[name] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(defaults[name], float) and isinstance(parsed, int) and not isinstance(parsed, bool):
+            parsed = float(parsed)  # `interval=1` for a double parameter: rcl would declare it an integer and refuse it
+        params[name] = parsed
     return params
 
 
