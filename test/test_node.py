@@ -645,6 +645,35 @@ def test_startup_with_an_unavailable_method_runs_the_default_and_reports_error(c
         node.destroy_node()
 
 
+def test_a_whole_number_for_a_double_parameter_is_taken_at_startup(context):
+    """`auto_interval: 10` in a params file (or `-p sync.slop:=1`): rcl types it INTEGER; the node takes it as 10.0."""
+    from rclpy.parameter import Parameter
+
+    node = FusionNode("fusion_node_ints", context=context,
+                      parameter_overrides=[Parameter("sync.slop", value=1), Parameter("registration.auto_interval", value=10)])
+    try:
+        assert node.get_parameter("sync.slop").value == 1.0 and node.sync.slop_s == 1.0
+        assert node.get_parameter("sync.slop").type_ == Parameter.Type.DOUBLE
+        assert node.get_parameter("registration.auto_interval").value == 10.0
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("sync.slop", "abc", "expecting type 'DOUBLE'"),
+    ("registration.auto_interval", 0.1, "out of range"),
+    ("sync.queue_size", 2.5, "expecting type 'INTEGER'"),
+])
+def test_a_bad_parameter_at_startup_is_a_config_error_naming_it(context, name, value, says):
+    """Not rclpy's traceback (and a second one from destroying the half-built node): one error that names the parameter."""
+    from rclpy.parameter import Parameter
+
+    from fusion_ros.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"parameter {name}: .*{says}"):
+        FusionNode("fusion_node_bad", context=context, parameter_overrides=[Parameter(name, value=value)])
+
+
 def test_load_failure_keeps_the_old_method_and_reverts_the_parameter(ros):
     with fake_method("test_broken", fails=True):
         result = ros.ros2_param_set("method", "test_broken")

@@ -27,13 +27,14 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from fusion_ros.config import FusionConfig, build_config, parameter_table
+from fusion_ros.config import FusionConfig, ParamSpec, build_config, parameter_table
 from fusion_ros.device import precision_name
-from fusion_ros.errors import FusionError, InputError
+from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.fuser import Fuser
 from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.registry import DEFAULT_METHOD
@@ -71,7 +72,7 @@ class FusionNode(Node):
         super().__init__(node_name, **kwargs)
         self._specs = {spec.name: spec for spec in parameter_table()}
         for spec in self._specs.values():
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            self._declare(spec)
         values = self._values()
         if str(values["device"]).startswith("cuda") and not torch.cuda.is_available():
             self.get_logger().warning(f"CUDA not available, running on CPU (device {values['device']!r} requested; "
@@ -140,6 +141,23 @@ class FusionNode(Node):
         )
 
     # -- parameters ----------------------------------------------------------------------------
+
+    def _declare(self, spec: ParamSpec) -> None:
+        """Declare ``spec`` with the value given at start (``--params-file``, ``-p``), if any.
+
+        A whole number given for a double parameter (``auto_interval: 10`` in a YAML file, ``-p slop:=1``) is
+        taken as that double: rcl types it as an integer, which rclpy refuses for a double parameter with a
+        traceback. A value of another type, or out of range, is a :class:`ConfigError` naming the parameter
+        (``main`` logs it on one line and exits 1).
+        """
+        given = self._parameter_overrides.get(spec.name)  # rclpy's record of the values given at start
+        try:
+            if given is not None and isinstance(spec.default, float) and given.type_ == Parameter.Type.INTEGER:
+                self.declare_parameter(spec.name, float(given.value), descriptor(spec), ignore_override=True)
+            else:
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+            raise ConfigError(f"parameter {spec.name}: {err}") from None
 
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in self._specs}
@@ -405,11 +423,15 @@ class FusionNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker (after its current frame, however long it takes) and free the model,
-        then destroy the node: the worker never publishes through a destroyed node or context."""
-        self.worker.stop(timeout=None)
-        if self._auto is not None:
-            self._auto.destroy()
-        self._diagnostics.destroy()
+        then destroy the node: the worker never publishes through a destroyed node or context.
+
+        Also called by rclpy on a node whose construction failed (a bad parameter at start): only what
+        was built is stopped."""
+        for part, stop in (("worker", lambda w: w.stop(timeout=None)), ("_auto", lambda a: a.destroy()),
+                           ("_diagnostics", lambda d: d.destroy())):
+            built = getattr(self, part, None)
+            if built is not None:
+                stop(built)
         super().destroy_node()
 
 
