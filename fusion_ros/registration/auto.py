@@ -279,10 +279,10 @@ class AutoRegistrar:
 
         Runs on the estimator thread (tests call it directly).
         """
-        before = self._current
-        changed = self._decide(pairs)
-        after = self._current
         th, tw = np.asarray(pairs[0][0]).shape[:2]
+        before = self._current
+        changed = self._decide(pairs, (tw, th))
+        after = self._current
         if after is None:
             self.interval_s = self.settings.interval_s
         elif before is not None and corner_error(after, before, (tw, th)) < self.settings.settle_px:
@@ -291,7 +291,7 @@ class AutoRegistrar:
             self.interval_s = self.settings.interval_s
         return changed
 
-    def _decide(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    def _decide(self, pairs: list[tuple[np.ndarray, np.ndarray]], thermal_wh: tuple[int, int]) -> bool:
         """One estimate and the switching decision (see the module doc); returns whether the matrix changed."""
         self.estimating = True
         try:
@@ -309,7 +309,6 @@ class AutoRegistrar:
             return False
         self.last = result
         new = result.homography
-        th, tw = np.asarray(pairs[0][0]).shape[:2]
         if current is not None:
             gain = result.score - attempt.current_score
             if gain < self.settings.min_gain:
@@ -317,9 +316,8 @@ class AutoRegistrar:
                                      f"frames (correlation {result.score:.3f} vs {attempt.current_score:.3f})")
                 self._log(f"registration: {self.last_message}")
                 return False
-            shift = corner_error(new, current, (tw, th))
-            if shift < self.settings.jump_px:
-                new = _blend(current, new, self.settings.smoothing, (tw, th))
+            if corner_error(new, current, thermal_wh) < self.settings.jump_px:
+                new = _blend(current, new, self.settings.smoothing, thermal_wh)
         with self._lock:
             self._current = new
             self._pending = tuple(float(v) for v in new.reshape(-1))

@@ -632,7 +632,7 @@ def estimate_homography(
     if patches is not None:  # the frames agree on one homography: the patches' is the more accurate
         g = np.linalg.inv(patches.homography)
         g, obj, rho, a_mat, sigma2, count = _refine_level(fine[-1], g, 0)  # statistics at the new estimate
-    hm = _norm(np.linalg.inv(g))
+        hm = _norm(np.linalg.inv(g))
     residual = _corner_sigma(g, fine[-1], a_mat, sigma2, (w, h), (W, H))
     # The uncertainty is judged in pixels of the coarser camera, what the frames can resolve: a 640-wide
     # thermal core beside a 1920-wide RGB camera (3 RGB px per thermal px) is as sure of itself as one

@@ -427,11 +427,12 @@ class FusionNode(Node):
 
         Also called by rclpy on a node whose construction failed (a bad parameter at start): only what
         was built is stopped."""
-        for part, stop in (("worker", lambda w: w.stop(timeout=None)), ("_auto", lambda a: a.destroy()),
-                           ("_diagnostics", lambda d: d.destroy())):
-            built = getattr(self, part, None)
-            if built is not None:
-                stop(built)
+        if hasattr(self, "worker"):
+            self.worker.stop(timeout=None)
+        if getattr(self, "_auto", None) is not None:
+            self._auto.destroy()
+        if hasattr(self, "_diagnostics"):
+            self._diagnostics.destroy()
         super().destroy_node()
 
 
