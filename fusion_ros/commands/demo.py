@@ -95,18 +95,15 @@ def _node_params(assignments: list[str]) -> dict[str, Any]:
 
     from fusion_ros.config import parameter_table
 
-    defaults = {spec.name: spec.default for spec in parameter_table()}
+    known = {spec.name for spec in parameter_table()}
     params: dict[str, Any] = {}
     for text in assignments:
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise ConfigError(f"--param expects NAME=VALUE, got {text!r}")
-        if name not in defaults:
+        if name not in known:
             raise ConfigError(f"--param: fusion_node has no parameter {name!r} (`fusion-ros params` lists them)")
-        parsed = yaml.safe_load(value)
-        if isinstance(defaults[name], float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-            parsed = float(parsed)  # `interval=1` for a double parameter: rcl would declare it an integer and refuse it
-        params[name] = parsed
+        params[name] = yaml.safe_load(value)  # a whole number for a double parameter: the node takes it (FusionNode._declare)
     return params
 
 
