@@ -310,6 +310,9 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("registration.auto_max_interval", 160.0, "once the matrix has settled (estimates within 1 px of it), the "
               "wait between estimates doubles up to this many seconds; a moving estimate returns to auto_interval "
               "(at or below auto_interval: no backing off); restart to change", range=(1.0, 3600.0), read_only=True),
+    ParamSpec("registration.auto_check_ratio", 0.7, "between estimates, every auto_interval the matrix in use is scored on "
+              "new pairs (a small fraction of an estimate's CPU); below this fraction of its previous score (a knocked "
+              "camera) an estimate starts at once; 0: no checks; restart to change", range=(0.0, 0.99), read_only=True),
     ParamSpec("registration.auto_frames", 5, "pairs (0.5 s apart at least) estimated jointly; restart to change",
               range=(1, 50), read_only=True),
     ParamSpec("registration.auto_min_confidence", 0.6, "estimates below this confidence are refused; restart to change",

@@ -11,7 +11,7 @@ import pytest
 
 from fusion_ros.errors import InputError
 from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
-from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against
+from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against, score_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
 from fusion_ros.registration.params_file import NODE_KEY, params_yaml
 from fusion_ros.registration.features import to_gray
@@ -328,6 +328,7 @@ def test_estimator_process_matches_the_in_process_estimate_at_idle_priority() ->
     process = EstimatorProcess()
     try:
         remote = process(pairs, config, truth)
+        remote_score = process.score(pairs, truth)
         if hasattr(os, "sched_getscheduler"):
             assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
     finally:
@@ -337,6 +338,7 @@ def test_estimator_process_matches_the_in_process_estimate_at_idle_priority() ->
     assert remote.refusal == "" and remote.result is not None
     assert corner_error(remote.result.homography, local.result.homography, THERMAL_WH) < 1e-3
     assert remote.current_score == pytest.approx(local.current_score, abs=1e-6)
+    assert remote_score == pytest.approx(score_against(pairs, truth), abs=1e-6)
 
 
 def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
@@ -353,6 +355,7 @@ def test_estimator_process_reports_refusals_and_outlives_its_child() -> None:
         first = process.pid
         crashed = process(flat, EstimatorConfig(), _ExitsWhenUnpickled())
         assert crashed.result is None and "exit code 3" in crashed.refusal
+        assert process.score(flat, _ExitsWhenUnpickled()) is None  # a check that gets no answer changes nothing
         assert "too little structure" in process(flat, EstimatorConfig(), None).refusal  # a new child answers
         assert process.pid not in (None, first)
         os.kill(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group: the parent decides
@@ -422,6 +425,57 @@ def test_auto_registrar_backs_off_once_settled_and_returns_when_the_matrix_moves
     assert auto.interval_s == 20.0
     auto.set_current(np.diag([2.1, 2.1, 1.0]).reshape(-1))  # the user's new matrix: check it soon
     assert auto.interval_s == 10.0
+
+
+def test_auto_registrar_checks_the_held_matrix_while_it_waits_and_estimates_when_it_stops_fitting() -> None:
+    """Backed off, each look between estimates only scores the held matrix; a score that drops below check_ratio of
+    the previous one (a knocked camera) starts an estimate at once instead of after the wait."""
+    from fusion_ros.registration.auto import Attempt
+    from fusion_ros.registration.estimate import RegistrationResult
+
+    held = np.diag([2.0, 2.0, 1.0])
+
+    def estimator(pairs: object, config: object, current: np.ndarray | None) -> Attempt:
+        return Attempt(RegistrationResult(held, 0.9, 0.5, 0.5, 0.5, 1, 0.1), current_score=0.5)
+
+    frame = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
+    for ratio in (0.7, 0.0):
+        scores = iter([0.45, 0.2])
+        scored: list[float] = []
+
+        def scorer(pairs: object, current: np.ndarray) -> float:
+            scored.append(next(scores))
+            return scored[-1]
+
+        clock, lines = _FakeClock(), []
+        auto = AutoRegistrar(held.reshape(-1), AutoSettings(interval_s=10.0, max_interval_s=160.0, check_ratio=ratio),
+                             clock=clock, estimator=estimator, scorer=scorer, log=lines.append)
+        looked = []
+        for clock.now in (0.0, 10.0, 20.0, 30.0):
+            auto.look(frame)
+            looked.append((auto.estimates, auto.checks))
+        if ratio:
+            # 0 s: first estimate (wait 20 s); 10 s: check 0.45 against 0.5, fits; 20 s: estimate (wait 40 s);
+            # 30 s: check 0.2 against 0.5: estimate now.
+            assert looked == [(1, 0), (1, 1), (2, 1), (3, 2)] and scored == [0.45, 0.2]
+            assert any("estimating now" in line for line in lines)
+            assert ("registration checks", "2") in auto.diagnostics()
+        else:
+            assert looked == [(1, 0), (1, 0), (2, 0), (2, 0)] and scored == []  # no checks: the wait is kept
+
+
+def test_the_structure_score_tells_a_knocked_camera_from_new_frames_of_an_unmoved_one() -> None:
+    """What the check relies on, on generated scenes: the held matrix scores about as well on later frames of the
+    same rig, and below 0.7 of that once the thermal camera is knocked by 3 % of the width."""
+    truth = _rig(5)
+    knock = np.array([[1.0, 0, 0.03 * RGB_WH[0]], [0, 1.0, -0.02 * RGB_WH[0]], [0, 0, 1]])
+    before = score_against(_pairs(truth, (0.5, 1.0)), truth)
+    unmoved = score_against(_pairs(truth, (3.0, 3.5)), truth)
+    knocked = score_against(_pairs(knock @ truth, (3.0, 3.5)), truth)
+    assert before is not None and unmoved is not None and knocked is not None
+    assert unmoved >= 0.8 * before and knocked < 0.7 * before
+    assert score_against([(np.full((THERMAL_WH[1], THERMAL_WH[0]), np.nan), np.zeros((RGB_WH[1], RGB_WH[0], 3)))],
+                         truth) is None  # frames it cannot score
 
 
 def test_auto_registrar_without_a_matrix_keeps_the_short_interval() -> None:

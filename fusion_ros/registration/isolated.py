@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,13 @@ __all__ = ["EstimatorProcess"]
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+class _Unanswered(Exception):
+    """The child gave no reply (closed, crashed, or stuck); the message says which."""
+
+
 class EstimatorProcess:
-    """A callable :data:`~fusion_ros.registration.auto.Estimator` that runs in a child process (see the module doc).
+    """A callable :data:`~fusion_ros.registration.auto.Estimator`, and with :meth:`score` a
+    :data:`~fusion_ros.registration.auto.Scorer`, that runs in a child process (see the module doc).
 
     Call it from one thread at a time (the :class:`~fusion_ros.registration.auto.AutoRegistrar`'s);
     :meth:`close` may come from any thread, unblocks a call in progress and is final: later calls are
@@ -63,22 +69,34 @@ class EstimatorProcess:
 
     def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: EstimatorConfig, current: np.ndarray | None
                  ) -> Attempt:
+        try:
+            return self._ask("estimate", (pairs, config, current))
+        except _Unanswered as err:
+            return Attempt(None, str(err))
+
+    def score(self, pairs: list[tuple[np.ndarray, np.ndarray]], current: np.ndarray) -> float | None:
+        """The held matrix's structure correlation on ``pairs``, ``None`` where there is no answer."""
+        try:
+            return self._ask("score", (pairs, current))
+        except _Unanswered:
+            return None
+
+    def _ask(self, kind: str, args: tuple[Any, ...]) -> Any:
         child = self._start()
         if child is None:
-            return Attempt(None, "the estimator process was closed")
+            raise _Unanswered("the estimator process was closed")
         try:
-            pickle.dump((pairs, config, current), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((kind, args), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             child.stdin.flush()
             if not select.select([child.stdout], [], [], self.timeout_s)[0]:  # the reply is written at once, at the end
                 self._discard(child)
-                return Attempt(None, f"the estimate did not end within {self.timeout_s:g} s (is the CPU ever idle? the "
-                                     "estimator only takes idle time); ended it, a new process starts for the next one")
-            reply = pickle.load(child.stdout)
+                raise _Unanswered(f"the {kind} did not end within {self.timeout_s:g} s (is the CPU ever idle? the "
+                                  "estimator only takes idle time); ended it, a new process starts for the next one")
+            return pickle.load(child.stdout)
         except (OSError, ValueError, EOFError, pickle.UnpicklingError):  # ValueError: close() shut the pipe mid-write
             self._discard(child)
-            return Attempt(None, f"the estimator process ended (exit code {child.returncode}); a new one starts "
-                                 "for the next estimate")
-        return reply
+            raise _Unanswered(f"the estimator process ended (exit code {child.returncode}); a new one starts "
+                              "for the next estimate") from None
 
     def close(self) -> None:
         """End the child at once (a call in progress returns a refusal)."""
@@ -137,7 +155,8 @@ def _yield_cpu() -> None:
 
 
 def _serve() -> None:
-    """The child: answer (pairs, config, current) requests with :class:`Attempt` replies until stdin closes.
+    """The child: answer ``("estimate", (pairs, config, current))`` requests with an :class:`Attempt` and
+    ``("score", (pairs, current))`` requests with a float or ``None``, until stdin closes.
 
     Ctrl-C in a terminal (or ``ros2 launch`` stopping) signals the whole process group: the child ignores
     SIGINT and ends when its parent closes the pipe (or dies), without a traceback of its own.
@@ -146,22 +165,23 @@ def _serve() -> None:
     _yield_cpu()
     import cv2
 
-    from fusion_ros.registration.auto import estimate_against
+    from fusion_ros.registration.auto import estimate_against, score_against
 
     cv2.setNumThreads(1)
+    handlers = {"estimate": estimate_against, "score": score_against}
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
     while True:
         try:
-            pairs, config, current = pickle.load(requests)
+            kind, args = pickle.load(requests)
         except EOFError:
             return
         try:
-            attempt = estimate_against(pairs, config, current)
-        except Exception as err:  # a bug in one estimate must not end the node's auto mode
-            attempt = Attempt(None, f"the estimator failed: {type(err).__name__}: {err}")
+            reply = handlers[kind](*args)
+        except Exception as err:  # a bug in one request must not end the node's auto mode
+            reply = Attempt(None, f"the estimator failed: {type(err).__name__}: {err}") if kind == "estimate" else None
         try:
-            pickle.dump(attempt, replies, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
             replies.flush()
         except BrokenPipeError:  # the parent is gone
             return

@@ -37,6 +37,7 @@ class AutoRegistrationHook:
             interval_s=float(values["registration.auto_interval"]),
             max_interval_s=max(float(values["registration.auto_max_interval"]), float(values["registration.auto_interval"])),
             min_confidence=float(values["registration.auto_min_confidence"]),
+            check_ratio=float(values["registration.auto_check_ratio"]),
         )
         homography = values["registration.homography"]
         initial = None if list(map(float, homography)) == [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0] else homography
@@ -46,8 +47,9 @@ class AutoRegistrationHook:
         self._timer = node.create_timer(_POLL_S, self._poll)
         self._service = node.create_service(Trigger, "~/save_registration", self._on_save_request)
         self.registrar.start()
+        checks = f", checking the matrix in use every {settings.interval_s:g} s between" if settings.check_ratio else ""
         logger.info(f"registration.auto: estimating from {settings.frames} pairs every {settings.interval_s:g} s "
-                    f"(up to {settings.max_interval_s:g} s once settled), in a low-priority process")
+                    f"(up to {settings.max_interval_s:g} s once settled{checks}), in a low-priority process")
 
     @classmethod
     def create(cls, node: Any, values: dict[str, Any]) -> AutoRegistrationHook | None:
