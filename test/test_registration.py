@@ -429,18 +429,17 @@ def test_auto_registrar_backs_off_once_settled_and_returns_when_the_matrix_moves
 
 def test_auto_registrar_checks_the_held_matrix_while_it_waits_and_estimates_when_it_stops_fitting() -> None:
     """Backed off, each look between estimates only scores the held matrix; a score that drops below check_ratio of
-    the previous one (a knocked camera) starts an estimate at once instead of after the wait."""
+    the previous one (a knocked camera) starts an estimate at once instead of after the wait, and again at the next
+    check while estimates are refused."""
     from fusion_ros.registration.auto import Attempt
     from fusion_ros.registration.estimate import RegistrationResult
 
     held = np.diag([2.0, 2.0, 1.0])
-
-    def estimator(pairs: object, config: object, current: np.ndarray | None) -> Attempt:
-        return Attempt(RegistrationResult(held, 0.9, 0.5, 0.5, 0.5, 1, 0.1), current_score=0.5)
-
+    agreeing = Attempt(RegistrationResult(held, 0.9, 0.5, 0.5, 0.5, 1, 0.1), current_score=0.5)
     frame = [(np.zeros((THERMAL_WH[1], THERMAL_WH[0]), np.uint16), np.zeros((RGB_WH[1], RGB_WH[0], 3), np.uint8))]
     for ratio in (0.7, 0.0):
-        scores = iter([0.45, 0.2])
+        attempts = iter([agreeing, agreeing, Attempt(None, "too little structure"), agreeing])
+        scores = iter([0.45, 0.2, 0.2])
         scored: list[float] = []
 
         def scorer(pairs: object, current: np.ndarray) -> float:
@@ -449,19 +448,20 @@ def test_auto_registrar_checks_the_held_matrix_while_it_waits_and_estimates_when
 
         clock, lines = _FakeClock(), []
         auto = AutoRegistrar(held.reshape(-1), AutoSettings(interval_s=10.0, max_interval_s=160.0, check_ratio=ratio),
-                             clock=clock, estimator=estimator, scorer=scorer, log=lines.append)
+                             clock=clock, estimator=lambda pairs, config, current: next(attempts), scorer=scorer,
+                             log=lines.append)
         looked = []
-        for clock.now in (0.0, 10.0, 20.0, 30.0):
+        for clock.now in (0.0, 10.0, 20.0, 30.0, 40.0):
             auto.look(frame)
             looked.append((auto.estimates, auto.checks))
         if ratio:
             # 0 s: first estimate (wait 20 s); 10 s: check 0.45 against 0.5, fits; 20 s: estimate (wait 40 s);
-            # 30 s: check 0.2 against 0.5: estimate now.
-            assert looked == [(1, 0), (1, 1), (2, 1), (3, 2)] and scored == [0.45, 0.2]
-            assert any("estimating now" in line for line in lines)
-            assert ("registration checks", "2") in auto.diagnostics()
+            # 30 s: check 0.2 against 0.5: estimate now, refused; 40 s: check 0.2, still against 0.5: estimate.
+            assert looked == [(1, 0), (1, 1), (2, 1), (3, 2), (4, 3)] and scored == [0.45, 0.2, 0.2]
+            assert sum("estimating now" in line for line in lines) == 2
+            assert ("registration checks", "3") in auto.diagnostics()
         else:
-            assert looked == [(1, 0), (1, 0), (2, 0), (2, 0)] and scored == []  # no checks: the wait is kept
+            assert looked == [(1, 0), (1, 0), (2, 0), (2, 0), (2, 0)] and scored == []  # no checks: the wait is kept
 
 
 def test_the_structure_score_tells_a_knocked_camera_from_new_frames_of_an_unmoved_one() -> None:

@@ -319,9 +319,11 @@ class AutoRegistrar:
         self.checks += 1
         if score is None or self._stop.is_set():
             return False
-        self._reference = score
         if reference is None or score >= self.settings.check_ratio * reference:
+            self._reference = score
             return False
+        # The reference stays until an estimate scores the matrix on such frames: if it is refused, the next
+        # check triggers again.
         self.last_message = (f"the held matrix scores {score:.3f} on new frames against {reference:.3f} before "
                              "(a moved camera?): estimating now")
         self._log(f"registration: {self.last_message}")
