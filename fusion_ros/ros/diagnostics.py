@@ -199,7 +199,8 @@ def _why_silent(stream: str, stats: NodeStats) -> str:
     qos = stats.qos_incompatible.get(stream)
     if qos:
         return qos
-    return "check the topic name (remaps), that the camera publishes, and its QoS"
+    return ("check the topic name (remaps), that the camera publishes, and its QoS; large images between processes "
+            "also need the shipped Fast DDS profile on both ends (FASTDDS_DEFAULT_PROFILES_FILE, set by fuse.launch.py)")
 
 
 def summarize(
