@@ -317,9 +317,9 @@ _FIXED_SPECS: tuple[ParamSpec, ...] = (
               range=(1, 50), read_only=True),
     ParamSpec("registration.auto_min_confidence", 0.6, "estimates below this confidence are refused; restart to change",
               range=(0.0, 1.0), read_only=True),
-    ParamSpec("registration.save_path", "", "if set, each accepted estimate is also written there as a parameters "
-              "file (registration.homography), and the ~/save_registration service (std_srvs/Trigger) writes the "
-              "matrix in use on request; restart to change", read_only=True),
+    ParamSpec("registration.save_path", "", "if set, the ~/save_registration service (std_srvs/Trigger) writes the "
+              "matrix in use there as a parameters file on request (with or without registration.auto), and each "
+              "estimate registration.auto accepts is also written there; restart to change", read_only=True),
     # -- end of automatic registration --------------------------------------------------------
     ParamSpec("rgb.transport", "raw", "RGB input: raw (sensor_msgs/Image on rgb/image_raw) or compressed "
               "(sensor_msgs/CompressedImage on rgb/image_raw/compressed, JPEG/PNG); restart to change",

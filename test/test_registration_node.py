@@ -102,11 +102,11 @@ def _converge(node: FusionNode, tester: object, executor: SingleThreadedExecutor
         spinner.join(10)
 
 
-def _call_save(save_path: str, homography: list[float]) -> object:
-    """Start a node with registration.auto and ``save_path``, call ``~/save_registration`` once."""
+def _call_save(save_path: str, homography: list[float], auto: bool = True) -> object:
+    """Start a node with ``registration.auto`` and ``save_path``, call ``~/save_registration`` once."""
     from std_srvs.srv import Trigger
 
-    overrides = [Parameter("registration.auto", value=True), Parameter("registration.save_path", value=save_path),
+    overrides = [Parameter("registration.auto", value=auto), Parameter("registration.save_path", value=save_path),
                  Parameter("registration.homography", value=homography)]
     with _node_and_tester("fusion_node_save", DOMAIN + 1, overrides) as (_, tester, executor):
         client = tester.create_client(Trigger, "/fusion_node_save/save_registration")
@@ -129,6 +129,20 @@ def test_save_registration_service_writes_the_matrix_in_use(tmp_path) -> None:
     response = _call_save(str(target), matrix)
     assert response.success, response.message
     assert str(target) in response.message
+    saved = yaml.safe_load(target.read_text())[NODE_KEY]["ros__parameters"]["registration"]["homography"]
+    assert saved == pytest.approx(matrix, rel=1e-12)
+
+
+def test_save_registration_service_saves_a_matrix_set_by_hand_without_the_auto_mode(tmp_path) -> None:
+    """``registration.save_path`` alone gives the service: a matrix set with ``ros2 param set`` can be saved too."""
+    import yaml
+
+    from fusion_ros.registration.params_file import NODE_KEY
+
+    matrix = [1.5, 0.0, 12.0, 0.0, 1.5, -3.0, 0.0, 0.0, 1.0]
+    target = tmp_path / "registration.yaml"
+    response = _call_save(str(target), matrix, auto=False)
+    assert response.success, response.message
     saved = yaml.safe_load(target.read_text())[NODE_KEY]["ros__parameters"]["registration"]["homography"]
     assert saved == pytest.approx(matrix, rel=1e-12)
 

@@ -39,7 +39,7 @@ from fusion_ros.fuser import Fuser
 from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, encode_visible, thermal_from_msg, visible_from_msg
 from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.runtime import trim_heap
-from fusion_ros.ros.auto_registration import AutoRegistrationHook
+from fusion_ros.ros.auto_registration import AutoRegistrationHook, RegistrationSaver
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
 from fusion_ros.ros.params import descriptor
 from fusion_ros.ros.qos import qos_profile
@@ -110,7 +110,8 @@ class FusionNode(Node):
             name=node_name,
         )
         del fuser
-        self._auto = AutoRegistrationHook.create(self, values)  # registration.auto: background estimator, else None
+        self._saver = RegistrationSaver.create(self, values)  # ~/save_registration, with auto or save_path, else None
+        self._auto = AutoRegistrationHook.create(self, values, self._saver)  # registration.auto: background estimator
 
         in_qos = qos_profile(values["qos.reliability"] == "reliable", values["qos.depth"])
         out_qos = qos_profile(values["output.reliability"] == "reliable", values["output.depth"])
@@ -431,6 +432,8 @@ class FusionNode(Node):
             self.worker.stop(timeout=None)
         if getattr(self, "_auto", None) is not None:
             self._auto.destroy()
+        if getattr(self, "_saver", None) is not None:
+            self._saver.destroy()
         if hasattr(self, "_diagnostics"):
             self._diagnostics.destroy()
         super().destroy_node()
