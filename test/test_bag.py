@@ -184,6 +184,7 @@ def test_size_mismatch_pairs_are_refused_unless_resize(tmp_path: Path) -> None:
     assert (refused.pairs, refused.fused, refused.bad_pairs) == (pairs, 0, pairs)
     assert "registration.resize" in refused.errors[0]
     assert bag_topics(tmp_path / "out") == {}
+    assert main(["bag", str(tmp_path / "in"), str(tmp_path / "out_cli"), "--method", "average", "--quiet"]) == 1
     resized = process_bag(
         tmp_path / "in", tmp_path / "out2", build_config({"method": "average", "registration.resize": True}), progress=False
     )

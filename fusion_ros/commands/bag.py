@@ -71,4 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if stats.bad_messages + stats.bad_pairs > len(stats.errors):
         print(f"warning: {stats.bad_messages} undecodable messages and {stats.bad_pairs} refused pairs skipped in all",
               file=sys.stderr)
+    if stats.fused == 0:  # a script must not take an empty output bag for a result
+        why = "every pair was refused (see the warnings)" if stats.pairs else "the bag has no thermal/RGB pairs within --slop"
+        print(f"error: nothing was fused: {why}", file=sys.stderr)
+        return 1
     return 0
