@@ -308,7 +308,8 @@ def _stats(
         latency_ms_p50=_percentile(latencies, 50),
         latency_ms_p95=_percentile(latencies, 95),
         latency_ms_max=max(latencies) if latencies else None,
-        node={k: node_status[k] for k in keep if k in node_status},
+        # with -p registration.auto=true, what the live registration did (estimates, checks, updates, last outcome)
+        node={k: v for k, v in node_status.items() if k in keep or k.startswith("registration ")},
     )
 
 
