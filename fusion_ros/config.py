@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import yaml
 
 from fusion_ros.device import PRECISION_CHOICES, resolve_device, resolve_dtype
 from fusion_ros.errors import ConfigError, InputError, MethodUnavailableError
@@ -37,14 +38,18 @@ from fusion_ros.thermal import NORMALIZATIONS, ThermalConfig
 from fusion_ros.weights import default_weights_dir
 
 __all__ = [
+    "NODE_NAME",
     "FusionConfig",
     "ParamSpec",
     "RegistrationConfig",
     "build_config",
     "parameter_table",
+    "parse_params_yaml",
     "render_yaml",
 ]
 
+#: The node's default name, the key its parameters files are read under.
+NODE_NAME = "fusion_node"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _RELIABILITY = ("best_effort", "reliable")
 
@@ -440,6 +445,43 @@ def build_config(values: Mapping[str, Any], *, check_available: bool = True) -> 
         registration=registration,
         check_available=check_available,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters files (ros2 --params-file format)
+# --------------------------------------------------------------------------------------------
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def parse_params_yaml(text: str, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The flat parameters of ``node_name`` in a ROS 2 parameters file.
+
+    Accepts the forms ``rcl`` accepts for a node: ``fusion_node``, ``/fusion_node``,
+    ``/ns/fusion_node``, ``/**``; nested maps and dotted keys both flatten to ``a.b``.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"parameters file is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError("parameters file must be a mapping of node names to ros__parameters")
+    for key, section in doc.items():
+        name = str(key).rstrip("/")
+        if name in ("/**", "**") or name.split("/")[-1] == node_name:
+            if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+                raise ConfigError(f"section {key!r} of the parameters file has no ros__parameters mapping")
+            return _flatten(section["ros__parameters"])
+    raise ConfigError(f"parameters file has no section for node {node_name!r} (keys: {', '.join(map(str, doc))})")
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,7 +116,9 @@ def test_reconfigure_keeps_the_model_and_restarts_the_window() -> None:
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
+    from fusion_ros.cli import Parser
+
+    parser = Parser()
     add_fuser_arguments(parser)
     return parser.parse_args(list(argv))
 
@@ -131,3 +134,22 @@ def test_cli_flags_are_parameters() -> None:
          "device": "cpu"}
     )  # fmt: skip
     assert config_from_args(_args()) == build_config({})
+
+
+def test_cli_homography_takes_the_params_file_register_writes(tmp_path: Path) -> None:
+    """`fusion-ros register --params-out F` → `fusion-ros fuse/bag --homography F`: the same matrix as its 9 numbers."""
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    matrix = [2.0, 0.01, 12.5, -0.02, 1.98, -7.0, 1.3e-05, -2e-05, 1.0]
+    path = write_params_yaml(tmp_path / "registration.yaml", matrix, "test")
+    from_file = config_from_args(_args("--homography", str(path), "--device", "cpu"))
+    from_numbers = config_from_args(_args("--homography", *map(str, matrix), "--device", "cpu"))
+    assert from_file == from_numbers
+    assert from_file.registration.homography == pytest.approx(tuple(matrix), rel=1e-12)
+    with pytest.raises(ConfigError, match="takes 9 numbers or one parameters file, got 3"):
+        config_from_args(_args("--homography", "1", "0", "2"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        config_from_args(_args("--homography", str(tmp_path / "missing.yaml")))
+    (tmp_path / "other.yaml").write_text("/**/fusion_node:\n  ros__parameters:\n    method: average\n")
+    with pytest.raises(ConfigError, match="sets no registration.homography"):
+        config_from_args(_args("--homography", str(tmp_path / "other.yaml")))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from fusion_ros.config import FusionConfig, build_config
+from fusion_ros.config import FusionConfig, build_config, parse_params_yaml
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import Fuser
 from fusion_ros.imageio import read_thermal, read_visible, write_image
@@ -43,7 +43,10 @@ def add_fuser_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thermal-smoothing", type=float,
                         help="weight of the previous frame's thermal window (0: every frame on its own; default "
                         f"{ThermalConfig().smoothing}, as the node; no effect on a single pair)")
-    parser.add_argument("--homography", nargs=9, type=float, metavar="H", help="thermal→visible homography, 9 numbers row-major")
+    parser.add_argument("--homography", nargs="+", metavar="H",
+                        help="thermal→visible homography: 9 numbers row-major, or a parameters file holding "
+                        "registration.homography (what `fusion-ros register --params-out` and the node's "
+                        "registration.save_path write)")
     parser.add_argument("--resize", action="store_true",
                         help="with no homography, stretch a thermal image of another size over the visible one "
                         "(co-aligned cameras with the same field of view; otherwise such a pair is refused)")
@@ -66,8 +69,28 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> FusionConfig:
     if args.thermal_smoothing is not None:
         values["thermal.smoothing"] = args.thermal_smoothing
     if args.homography:
-        values["registration.homography"] = list(args.homography)
+        values["registration.homography"] = homography_argument(args.homography)
     return build_config({**values, **extra})
+
+
+def homography_argument(tokens: list[str]) -> list[Any]:
+    """``--homography``: 9 numbers, or one parameters file's ``registration.homography`` (checked by build_config)."""
+    if len(tokens) == 1:
+        path = Path(tokens[0]).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"--homography: give 9 numbers or a parameters file; cannot read {path}: {err.strerror}") from None
+        values = parse_params_yaml(text)
+        if "registration.homography" not in values:
+            raise ConfigError(f"--homography: {path} sets no registration.homography")
+        return list(values["registration.homography"])
+    if len(tokens) != 9:
+        raise ConfigError(f"--homography takes 9 numbers or one parameters file, got {len(tokens)} values")
+    try:
+        return [float(t) for t in tokens]
+    except ValueError:
+        raise ConfigError(f"--homography: {' '.join(tokens)} are not 9 numbers") from None
 
 
 @contextlib.contextmanager

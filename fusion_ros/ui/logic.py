@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from fusion_ros.config import FusionConfig, build_config, parameter_table
+from fusion_ros.config import NODE_NAME, FusionConfig, build_config, parameter_table, parse_params_yaml
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.options import build_options, field_default, options_as_dict
 from fusion_ros.registration import Registration
@@ -67,7 +67,6 @@ __all__ = [
 ]
 
 #: The node's default name: the top-level key of an exported parameters file.
-NODE_NAME = "fusion_node"
 
 #: Widget key of the homography text box (a text box of 9 numbers, empty for the identity).
 HOMOGRAPHY_KEY = "node__registration_homography"
@@ -354,38 +353,6 @@ def export_yaml(params: Mapping[str, Any], node_name: str = NODE_NAME) -> str:
         "# ros2 run fusion_ros fusion_node --ros-args --params-file THIS_FILE\n"
     )
     return header + yaml.dump(doc, Dumper=_ParamsDumper, sort_keys=False, default_flow_style=False, width=120)
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def parse_params_yaml(text: str, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """The flat parameters of ``node_name`` in a ROS 2 parameters file.
-
-    Accepts the forms ``rcl`` accepts for a node: ``fusion_node``, ``/fusion_node``,
-    ``/ns/fusion_node``, ``/**``; nested maps and dotted keys both flatten to ``a.b``.
-    """
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"parameters file is not valid YAML: {err}".splitlines()[0]) from None
-    if not isinstance(doc, Mapping):
-        raise ConfigError("parameters file must be a mapping of node names to ros__parameters")
-    for key, section in doc.items():
-        name = str(key).rstrip("/")
-        if name in ("/**", "**") or name.split("/")[-1] == node_name:
-            if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
-                raise ConfigError(f"section {key!r} of the parameters file has no ros__parameters mapping")
-            return _flatten(section["ros__parameters"])
-    raise ConfigError(f"parameters file has no section for node {node_name!r} (keys: {', '.join(map(str, doc))})")
 
 
 def settings_from_parameters(params: Mapping[str, Any]) -> Settings:
