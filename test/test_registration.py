@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fusion_ros.errors import InputError
-from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
+from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against, score_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
 from fusion_ros.registration.params_file import NODE_KEY, params_yaml
@@ -163,6 +163,14 @@ def test_refuses_unrelated_frames_rather_than_guessing() -> None:
 def test_bad_input_gets_a_clear_error(pairs: list, match: str) -> None:
     with pytest.raises(InputError, match=match):
         estimate_homography(pairs)
+
+
+@pytest.mark.parametrize(("residual", "printed"), [(1.234, "residual 1.23 px"), (4294975.31, "residual unbounded"),
+                                                  (float("inf"), "residual unbounded"), (float("nan"), "residual unbounded")])
+def test_summary_calls_a_huge_or_undefined_residual_unbounded(residual: float, printed: str) -> None:
+    """A degenerate (striped) pair once printed 'statistical residual 4294975.31 px'."""
+    result = RegistrationResult(np.eye(3), 0.1, residual, 0.2, 0.0, 1, 0.5)
+    assert printed in result.summary()
 
 
 def test_bad_initial_or_scored_homography_is_rejected() -> None:

@@ -74,6 +74,9 @@ _SEARCH_SAMPLES = 4000
 _MAX_SAMPLES = 20000
 #: Pixels per statistically independent residual (smoothing of the features: ~4πσ², σ≈√2).
 _CORRELATED_PIXELS = 25.0
+#: A statistical residual above this (RGB px) means the fit does not constrain the corners at all (a
+#: singular curvature on a striped scene gives millions): the summary says "unbounded", not a number.
+_UNBOUNDED_PX = 1e4
 
 
 class RegistrationError(FusionError):
@@ -157,8 +160,11 @@ class RegistrationResult:
         return [float(v) for v in self.homography.reshape(-1)]
 
     def summary(self) -> str:
+        """One line for a log or the CLI."""
         consensus = f"{self.patches} patches agree" if self.patches else "patches disagree, global estimate"
-        return (f"confidence {self.confidence:.2f}, statistical residual {self.residual_px:.2f} px (1σ, bias not included), structure correlation "
+        bounded = math.isfinite(self.residual_px) and self.residual_px <= _UNBOUNDED_PX
+        residual = f"{self.residual_px:.2f} px" if bounded else "unbounded"
+        return (f"confidence {self.confidence:.2f}, statistical residual {residual} (1σ, bias not included), structure correlation "
                 f"{self.score:.3f}, margin {self.margin:.2f}, {consensus}, {self.frames} frame(s), {self.seconds:.2f} s")
 
 
