@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fusion_ros.errors import InputError
+from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against, score_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
@@ -171,6 +171,14 @@ def test_summary_calls_a_huge_or_undefined_residual_unbounded(residual: float, p
     """A degenerate (striped) pair once printed 'statistical residual 4294975.31 px'."""
     result = RegistrationResult(np.eye(3), 0.1, residual, 0.2, 0.0, 1, 0.5)
     assert printed in result.summary()
+
+
+@pytest.mark.parametrize(("config", "match"), [({"rotation_deg": 46.0}, r"rotation_deg must be in \[0, 45\] degrees"),
+                                             ({"scale_range": (2.0, 1.0)}, "scale_range must satisfy 0.1 <= LOW <= HIGH <= 10"),
+                                             ({"min_edges": 1.0}, r"min_edges must be in \[0, 1\)")])
+def test_estimator_config_names_the_field_out_of_range(config: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        EstimatorConfig(**config)
 
 
 def test_bad_initial_or_scored_homography_is_rejected() -> None:

@@ -108,3 +108,15 @@ def test_register_refusal_says_how_to_get_or_accept_an_estimate(tmp_path: Path, 
 def test_register_rejects_a_folder_without_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["register", str(tmp_path)]) == 1
     assert "ir/ and vi/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--scale", "1.4", "0.7"], "--scale LOW HIGH must satisfy 0.1 <= LOW <= HIGH <= 10, got 1.4 0.7"),
+    (["--rotation", "-5"], "--rotation must be in [0, 45] degrees, got -5"),
+    (["--min-confidence", "2"], "--min-confidence must be in [0, 1], got 2"),
+    (["--translation", "0.6"], "--translation must be in [0, 0.5] of the RGB width, got 0.6"),
+])
+def test_register_names_the_flag_that_is_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                     message: str) -> None:
+    assert main(["register", str(tmp_path / "t.png"), str(tmp_path / "v.png"), *flags]) == 1
+    assert message in capsys.readouterr().err

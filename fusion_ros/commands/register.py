@@ -13,6 +13,7 @@ from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
+from fusion_ros.registration.estimate import check_limit
 from fusion_ros.registration.params_file import write_params_yaml
 
 NAME = "register"
@@ -104,9 +105,22 @@ def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult) ->
     return np.concatenate(panels, axis=1)
 
 
+#: The flag that sets each :class:`EstimatorConfig` field, as an out-of-range message names it.
+_FLAGS = {"rotation_deg": "--rotation", "scale_range": "--scale LOW HIGH", "translation": "--translation",
+          "min_confidence": "--min-confidence"}
+
+
+def estimator_config(args: argparse.Namespace) -> EstimatorConfig:
+    """The estimator's settings from the flags, an out-of-range one reported by its flag (not the field name)."""
+    values = {"rotation_deg": args.rotation, "scale_range": tuple(args.scale), "translation": args.translation,
+              "min_confidence": args.min_confidence}
+    for field, value in values.items():
+        check_limit(field, value, _FLAGS[field])
+    return EstimatorConfig(**values)
+
+
 def run(args: argparse.Namespace) -> int:
-    config = EstimatorConfig(rotation_deg=args.rotation, scale_range=tuple(args.scale), translation=args.translation,
-                             min_confidence=args.min_confidence)
+    config = estimator_config(args)
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     pairs = load_pairs(args)

@@ -49,9 +49,11 @@ from fusion_ros.registration.features import edge_fraction, structure_features, 
 from fusion_ros.registration.patches import refine_by_patches
 
 __all__ = [
+    "LIMITS",
     "EstimatorConfig",
     "RegistrationError",
     "RegistrationResult",
+    "check_limit",
     "corner_error",
     "estimate_homography",
     "homography_score",
@@ -113,15 +115,34 @@ class EstimatorConfig:
     patch_consensus: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rotation_deg <= 45.0:
-            raise ConfigError(f"rotation_deg must be in [0, 45], got {self.rotation_deg}")
-        low, high = self.scale_range
-        if not 0.1 <= low <= high <= 10.0:
-            raise ConfigError(f"scale_range must satisfy 0.1 <= low <= high <= 10, got {self.scale_range}")
-        if not 0.0 <= self.translation <= 0.5:
-            raise ConfigError(f"translation must be in [0, 0.5], got {self.translation}")
-        if not 0.0 <= self.min_confidence <= 1.0 or not 0.0 <= self.min_edges < 1.0:
-            raise ConfigError("min_confidence must be in [0, 1] and min_edges in [0, 1)")
+        for field in LIMITS:
+            check_limit(field, getattr(self, field))
+        if not 0.0 <= self.min_edges < 1.0:
+            raise ConfigError(f"min_edges must be in [0, 1), got {self.min_edges}")
+
+
+#: Allowed (low, high) of the :class:`EstimatorConfig` fields a user sets, and their unit in messages.
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "rotation_deg": (0.0, 45.0, " degrees"),
+    "scale_range": (0.1, 10.0, ""),
+    "translation": (0.0, 0.5, " of the RGB width"),
+    "min_confidence": (0.0, 1.0, ""),
+}
+
+
+def check_limit(field: str, value: float | tuple[float, float], label: str | None = None) -> None:
+    """Raise :class:`ConfigError` when an :class:`EstimatorConfig` field is outside :data:`LIMITS`.
+
+    ``label`` names the value as the user set it (a command's flag; default the field name), so the
+    message points at what to change.
+    """
+    low, high, unit = LIMITS[field]
+    label = label or field
+    if isinstance(value, (tuple, list)):  # a (low, high) range: both inside the limits, in order
+        if not low <= value[0] <= value[1] <= high:
+            raise ConfigError(f"{label} must satisfy {low:g} <= LOW <= HIGH <= {high:g}, got {value[0]:g} {value[1]:g}")
+    elif not low <= value <= high:
+        raise ConfigError(f"{label} must be in [{low:g}, {high:g}]{unit}, got {value:g}")
 
 
 @dataclass(frozen=True)
