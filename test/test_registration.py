@@ -181,6 +181,38 @@ def test_estimator_config_names_the_field_out_of_range(config: dict, match: str)
         EstimatorConfig(**config)
 
 
+def _dead_pixels(thermal: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A float (radiometric) copy of ``thermal`` with ``count`` pixels NaN or ±inf, as dead pixels read."""
+    out = thermal.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(out.size, count, replace=False)
+    out.reshape(-1)[flat] = rng.choice([np.nan, np.inf, -np.inf], count)
+    return out
+
+
+def test_dead_pixels_are_ignored_and_a_mostly_undefined_image_refused() -> None:
+    thermal = np.tile(np.linspace(20.0, 40.0, 64, dtype=np.float32), (48, 1))
+    gray = to_gray(_dead_pixels(thermal, 30, seed=3), "thermal")
+    clean = to_gray(thermal, "thermal")
+    assert np.isfinite(gray).all()
+    assert np.abs(gray - clean).max() < 0.5 and np.median(np.abs(gray - clean)) < 1e-6  # only the dead pixels differ
+    with pytest.raises(InputError, match=r"thermal image has 6\d % NaN or infinite pixels"):
+        to_gray(_dead_pixels(thermal, 2000, seed=3), "thermal")
+
+
+def test_a_radiometric_frame_with_dead_pixels_registers_like_the_clean_one() -> None:
+    """estimate_homography and homography_score (the auto mode's checks) both accept it, with about the same
+    result (a single generated pair: the clean estimate is itself 1.3 px off)."""
+    truth = _rig(1)
+    (thermal, rgb), = _pairs(truth, (1.0,))
+    dead = [(_dead_pixels(thermal, 40, seed=4), rgb)]
+    assert homography_score(dead, truth) == pytest.approx(homography_score([(thermal, rgb)], truth), abs=0.01)
+    config = EstimatorConfig(min_confidence=0.0)
+    result, clean = estimate_homography(dead, config), estimate_homography([(thermal, rgb)], config)
+    assert corner_error(result.homography, clean.homography, THERMAL_WH) < 1.0
+    assert result.confidence == pytest.approx(clean.confidence, abs=0.05)
+
+
 def test_bad_initial_or_scored_homography_is_rejected() -> None:
     pairs = _pairs(_rig(1), (1.0,))
     with pytest.raises(InputError, match="non-singular"):

@@ -601,7 +601,7 @@ def estimate_homography(
         initial: a current estimate (9 numbers): refined as one more candidate besides the search.
 
     Raises:
-        InputError: bad arrays (shape, NaN, sizes differ between pairs).
+        InputError: bad arrays (shape, mostly NaN, sizes differ between pairs).
         RegistrationError: too little structure, or no confident, unambiguous alignment.
     """
     start = time.perf_counter()
