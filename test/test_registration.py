@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against, score_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
@@ -268,6 +268,45 @@ def test_params_yaml_round_trips_into_the_node_parameters() -> None:
     assert NODE_KEY in yaml.safe_load(text)
     config = build_config(parse_params_yaml(text), check_available=False)
     assert config.registration.homography == pytest.approx(tuple(truth.reshape(-1)), rel=1e-12)
+
+
+def test_params_file_names_a_folder_and_leaves_no_temporary_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder as the path gave a traceback (IsADirectoryError) and left .NAME.xxxx behind."""
+    import os
+
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    with pytest.raises(ConfigError, match=f"parameters file {tmp_path} is a folder"):
+        write_params_yaml(tmp_path, np.eye(3).reshape(-1))
+
+    def replace_fails(src: str, dst: str) -> None:  # e.g. a folder created at the path meanwhile
+        raise IsADirectoryError(21, "Is a directory", str(dst))
+
+    monkeypatch.setattr(os, "replace", replace_fails)
+    with pytest.raises(FusionError, match="cannot write parameters file .*Is a directory"):
+        write_params_yaml(tmp_path / "reg.yaml", np.eye(3).reshape(-1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_params_file_is_readable_as_the_umask_allows(tmp_path, umask: int) -> None:
+    """mkstemp made it 0600: ROS running as another user (a container) could not read it."""
+    import os
+
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    old = os.umask(umask)
+    try:
+        path = write_params_yaml(tmp_path / "reg.yaml", np.eye(3).reshape(-1))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_params_file_recommends_the_launch_file() -> None:
+    text = params_yaml(np.eye(3).reshape(-1))
+    assert "ros2 launch fusion_ros fuse.launch.py params_file:=THIS_FILE" in text and "merge" in text
+    assert "ros2 run" not in text
 
 
 # -- background estimator ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
+from fusion_ros.errors import FusionError
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
 from fusion_ros.registration.params_file import write_params_yaml
 
@@ -92,8 +93,8 @@ class AutoRegistrationHook:
         comment = f"{origin}: {last.summary()}" if last else origin
         try:
             path = write_params_yaml(self._save_path, homography, comment)
-        except OSError as err:
-            message = f"registration.save_path: cannot write {self._save_path}: {err}"
+        except FusionError as err:
+            message = f"registration.save_path: {err}"
             self._node.get_logger().error(message)
             return False, message
         message = f"registration: saved the homography to {path}"
