@@ -10,6 +10,7 @@ import pytest
 
 from fusion_ros.cli import main
 from fusion_ros.imageio import read_image, write_image
+from fusion_ros.registration import RegistrationResult
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
 
@@ -120,3 +121,40 @@ def test_register_names_the_flag_that_is_out_of_range(tmp_path: Path, capsys: py
                                                      message: str) -> None:
     assert main(["register", str(tmp_path / "t.png"), str(tmp_path / "v.png"), *flags]) == 1
     assert message in capsys.readouterr().err
+
+
+def _result(confidence: float = 0.9) -> RegistrationResult:
+    """An estimate with perspective terms that ``%g`` prints in scientific notation."""
+    hm = np.array([[2.23913048123, 0.00170992553, -31.179718], [-0.00470216864, 2.26440499, -2.08613056],
+                   [-7.86775972e-05, -1.30095817e-05, 1.0]])
+    return RegistrationResult(hm, confidence, 0.8, 0.4, 0.3, 1, 0.1, 12)
+
+
+@pytest.fixture
+def small_pair(tmp_path: Path) -> list[str]:
+    """A thermal and an RGB file (what the estimator, replaced by a fixed result, would read)."""
+    (thermal, rgb), = _frames((1.0,))
+    write_image(tmp_path / "t.png", thermal)
+    write_image(tmp_path / "v.png", rgb)
+    return [str(tmp_path / "t.png"), str(tmp_path / "v.png")]
+
+
+def test_printed_homography_pastes_into_a_float_option(small_pair: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """-1.30095817e-05 after --homography was taken for an option by argparse: positional notation, 10 digits."""
+    import argparse
+
+    from fusion_ros.registration import corner_error
+
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", lambda pairs, config: _result())
+    assert main(["register", *small_pair]) == 0
+    printed = capsys.readouterr().out
+    line = re.search(r"registration\.homography: \[(.*)\]", printed).group(1)
+    matrix = printed.split("RGB):\n", 1)[1].split("registration.homography")[0]
+    assert "e" not in line.lower() and "e" not in matrix.lower()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--homography", type=float, nargs=9)
+    parsed = np.array(parser.parse_args(["--homography", *line.split(", ")]).homography).reshape(3, 3)
+    np.testing.assert_allclose(parsed, _result().homography, rtol=1e-9)
+    np.testing.assert_allclose(np.array(matrix.split(), float).reshape(3, 3), _result().homography, rtol=1e-9)
+    assert corner_error(parsed, _result().homography, THERMAL_WH) < 1e-6

@@ -119,6 +119,12 @@ def estimator_config(args: argparse.Namespace) -> EstimatorConfig:
     return EstimatorConfig(**values)
 
 
+def _number(value: float) -> str:
+    """10 significant digits without an exponent: ``-1.3e-05`` pasted after ``fusion-ros fuse --homography``
+    would be taken for an option by argparse, ``-0.000013`` is a negative number to it."""
+    return np.format_float_positional(value, precision=10, fractional=False, trim="-")
+
+
 def run(args: argparse.Namespace) -> int:
     config = estimator_config(args)
     if args.frames < 1:
@@ -131,11 +137,10 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); "
                                 f"--min-confidence below {args.min_confidence:g} accepts it anyway: check the --overlay") from None
-    hm = result.homography
     print(f"homography (thermal pixel -> RGB pixel, {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]} RGB):")
-    for row in hm:
-        print("  " + "  ".join(f"{v: .8g}" for v in row))
-    print(f"registration.homography: [{', '.join(f'{v:.10g}' for v in result.as_list())}]")
+    for row in result.homography:
+        print("  " + "  ".join(f"{_number(v):>18}" for v in row))
+    print(f"registration.homography: [{', '.join(_number(v) for v in result.as_list())}]")
     print(result.summary())
     if args.params_out:
         comment = f"Estimated by `fusion-ros register` from {len(pairs)} pair(s): {result.summary()}"
