@@ -158,3 +158,21 @@ def test_printed_homography_pastes_into_a_float_option(small_pair: list[str], mo
     np.testing.assert_allclose(parsed, _result().homography, rtol=1e-9)
     np.testing.assert_allclose(np.array(matrix.split(), float).reshape(3, 3), _result().homography, rtol=1e-9)
     assert corner_error(parsed, _result().homography, THERMAL_WH) < 1e-6
+
+
+def test_register_says_a_missing_input_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["register", str(tmp_path / "nodir")]) == 1
+    assert f"{tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
+
+
+def test_register_names_the_files_of_pairs_with_different_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("ir", "vi"):
+        (tmp_path / sub).mkdir()
+    for name, (w, h) in (("a", (496, 301)), ("b", (505, 351))):
+        write_image(tmp_path / "ir" / f"{name}.png", np.zeros((h, w), np.uint8))
+        write_image(tmp_path / "vi" / f"{name}.png", np.zeros((h, w, 3), np.uint8))
+    assert main(["register", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    ir, vi = tmp_path / "ir", tmp_path / "vi"
+    assert (f"{ir / 'b.png'} + {vi / 'b.png'} has sizes (W, H) thermal (505, 351), RGB (505, 351), but "
+            f"{ir / 'a.png'} + {vi / 'a.png'} has thermal (496, 301), RGB (496, 301)") in err

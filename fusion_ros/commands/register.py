@@ -13,7 +13,7 @@ from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
-from fusion_ros.registration.estimate import check_limit
+from fusion_ros.registration.estimate import check_limit, check_pair_sizes
 from fusion_ros.registration.params_file import write_params_yaml
 
 NAME = "register"
@@ -42,9 +42,13 @@ def _image_pairs(thermal: Path, rgb: Path) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    pairs = find_pairs(folder)
-    picked = dict.fromkeys(np.linspace(0, len(pairs) - 1, min(frames, len(pairs))).round().astype(int).tolist())
-    return [(read_image(pairs[i].ir), read_image(pairs[i].vi)) for i in picked]
+    """``frames`` pairs of ``folder``'s ir/ and vi/ spread over their names; sizes that differ are reported
+    by file name (the estimator only knows pair numbers)."""
+    found = find_pairs(folder)
+    picked = [found[i] for i in dict.fromkeys(np.linspace(0, len(found) - 1, min(frames, len(found))).round().astype(int).tolist())]
+    pairs = [(read_image(p.ir), read_image(p.vi)) for p in picked]
+    check_pair_sizes(pairs, [f"{p.ir} + {p.vi}" for p in picked])
+    return pairs
 
 
 def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -72,6 +76,8 @@ def load_pairs(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(inputs) != 1:
         raise ConfigError("give THERMAL RGB images, one folder with ir/ and vi/, or one bag folder")
     path = inputs[0]
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
     if (path / "metadata.yaml").is_file():
         return _bag_pairs(path, args.thermal_topic, args.rgb_topic, args.slop, args.frames)
     if path.is_dir():

@@ -54,6 +54,7 @@ __all__ = [
     "RegistrationError",
     "RegistrationResult",
     "check_limit",
+    "check_pair_sizes",
     "corner_error",
     "estimate_homography",
     "homography_score",
@@ -554,11 +555,19 @@ def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.n
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InputError(f"pair {i} must be a (thermal, rgb) tuple")
         grays.append((to_gray(pair[0], f"thermal (pair {i})"), to_gray(pair[1], f"rgb (pair {i})")))
-    t0, r0 = grays[0][0].shape, grays[0][1].shape
-    for i, (t, r) in enumerate(grays):
-        if t.shape != t0 or r.shape != r0:
-            raise InputError(f"pair {i} has sizes thermal {t.shape[::-1]}, rgb {r.shape[::-1]}; pair 0 has {t0[::-1]}, {r0[::-1]}")
+    check_pair_sizes(grays, [f"pair {i}" for i in range(len(grays))])
     return grays
+
+
+def check_pair_sizes(pairs: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[str]) -> None:
+    """Raise :class:`InputError` unless every pair has the first one's thermal and RGB sizes (one
+    homography serves them all); ``labels`` name the pairs as the caller knows them (file names)."""
+    first = [(img.shape[1], img.shape[0]) for img in pairs[0]]
+    for label, pair in zip(labels, pairs):
+        sizes = [(img.shape[1], img.shape[0]) for img in pair]
+        if sizes != first:
+            raise InputError(f"{label} has sizes (W, H) thermal {sizes[0]}, RGB {sizes[1]}, but {labels[0]} has thermal "
+                             f"{first[0]}, RGB {first[1]}: all pairs must have the same sizes")
 
 
 def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None = None, max_samples: int = _MAX_SAMPLES
