@@ -176,3 +176,40 @@ def test_register_names_the_files_of_pairs_with_different_sizes(tmp_path: Path, 
     ir, vi = tmp_path / "ir", tmp_path / "vi"
     assert (f"{ir / 'b.png'} + {vi / 'b.png'} has sizes (W, H) thermal (505, 351), RGB (505, 351), but "
             f"{ir / 'a.png'} + {vi / 'a.png'} has thermal (496, 301), RGB (496, 301)") in err
+
+
+def _refuse(pairs: list, config: object) -> RegistrationResult:
+    """Stands in for the estimator refusing an estimate below --min-confidence."""
+    from fusion_ros.registration import RegistrationError
+
+    raise RegistrationError("no confident alignment found (confidence 0.20)", refused=_result(0.2))
+
+
+def _labelled(panel: np.ndarray) -> bool:
+    """A white label in the panel's top-left corner (the dimmed frame and the red edges are never white)."""
+    return bool((panel[:40, :200] == 255).all(axis=2).any())
+
+
+def test_a_refused_estimate_still_writes_its_labelled_overlay(small_pair: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal said "check the --overlay" but no overlay was written."""
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", _refuse)
+    path = tmp_path / "refused.png"
+    assert main(["register", *small_pair, "--overlay", str(path)]) == 1
+    assert f"wrote the overlay of this refused estimate to {path}" in capsys.readouterr().err
+    image = read_image(path)
+    assert image.shape == (RGB_WH[1], 2 * RGB_WH[0], 3)
+    assert _labelled(image[:, : RGB_WH[0]]) and _labelled(image[:, RGB_WH[0]:])
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", lambda pairs, config: _result())
+    assert main(["register", *small_pair, "--overlay", str(tmp_path / "accepted.png")]) == 0
+    accepted = read_image(tmp_path / "accepted.png")
+    assert _labelled(accepted[:, RGB_WH[0]:])
+    assert not np.array_equal(accepted[:40, RGB_WH[0]:], image[:40, RGB_WH[0]:])  # "registered", not "refused estimate"
+
+
+def test_a_refusal_without_overlay_says_how_to_get_one(small_pair: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", _refuse)
+    assert main(["register", *small_pair]) == 1
+    assert "check it with --overlay first" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
 from fusion_ros.registration.estimate import check_limit, check_pair_sizes
+from fusion_ros.registration.features import to_gray
 from fusion_ros.registration.params_file import write_params_yaml
 
 NAME = "register"
@@ -90,25 +91,42 @@ def _edges(gray: np.ndarray) -> np.ndarray:
     return cv2.Canny(cv2.GaussianBlur(g, (0, 0), 1.0), 40, 100) > 0
 
 
-def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult) -> np.ndarray:
-    """Thermal edges (red) on the RGB frame: without registration (stretched) | with the estimate."""
+def _label(panel: np.ndarray, text: str) -> None:
+    """Write ``text`` in the panel's top-left corner, white on a black outline (legible on any scene)."""
+    scale = max(0.4, panel.shape[1] / 800)
+    org = (round(8 * scale), round(24 * scale))
+    for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+        cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, max(1, round(width * scale)), cv2.LINE_AA)
+
+
+def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult, label: str = "registered") -> np.ndarray:
+    """Thermal edges (red) on the RGB frame: without registration (stretched) | with the estimate, each panel
+    labelled (``label`` names the estimate: "refused estimate" for one below --min-confidence)."""
     import torch
 
     rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
     rgb8 = cv2.normalize(rgb3[..., :3].astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    grey = thermal if thermal.ndim == 2 else thermal[..., :3].astype(np.float32).mean(axis=2)
+    grey = to_gray(thermal, "thermal")  # as the estimator saw it: windowed, dead pixels filled
     size = rgb8.shape[:2]
     panels = []
-    for homography in (None, result.as_list()):
+    for name, homography in (("unregistered", None), (label, result.as_list())):
         if homography is None:
-            warped = cv2.resize(grey.astype(np.float32), size[::-1])
+            warped = cv2.resize(grey, size[::-1])
         else:
-            t = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[None, None]
-            warped = Registration(homography)(t, size)[0, 0].numpy()
+            warped = Registration(homography)(torch.from_numpy(grey)[None, None], size)[0, 0].numpy()
         panel = (rgb8 * 0.7).astype(np.uint8)
         panel[_edges(warped)] = (255, 40, 40)
+        _label(panel, name)
         panels.append(panel)
     return np.concatenate(panels, axis=1)
+
+
+def _refused_overlay(args: argparse.Namespace, pairs: list[tuple[np.ndarray, np.ndarray]], refused: RegistrationResult) -> str:
+    """Write the refused estimate's overlay when ``--overlay`` asks for one; how to judge it before accepting it."""
+    if not args.overlay:
+        return "check it with --overlay first"
+    write_image(args.overlay, overlay(pairs[0][0], pairs[0][1], refused, "refused estimate"))
+    return f"wrote the overlay of this refused estimate to {args.overlay}: check it first"
 
 
 #: The flag that sets each :class:`EstimatorConfig` field, as an out-of-range message names it.
@@ -141,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
     except RegistrationError as err:
         if err.refused is None:
             raise
-        raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); "
-                                f"--min-confidence below {args.min_confidence:g} accepts it anyway: check the --overlay") from None
+        raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); --min-confidence "
+                                f"below {args.min_confidence:g} accepts it anyway; {_refused_overlay(args, pairs, err.refused)}") from None
     print(f"homography (thermal pixel -> RGB pixel, {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]} RGB):")
     for row in result.homography:
         print("  " + "  ".join(f"{_number(v):>18}" for v in row))
