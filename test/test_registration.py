@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fusion_ros.errors import InputError
-from fusion_ros.registration import EstimatorConfig, RegistrationError, corner_error, estimate_homography
+from fusion_ros.errors import ConfigError, FusionError, InputError
+from fusion_ros.registration import EstimatorConfig, RegistrationError, RegistrationResult, corner_error, estimate_homography
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings, estimate_against, score_against
 from fusion_ros.registration.estimate import _overlap_corners, homography_score
 from fusion_ros.registration.params_file import NODE_KEY, params_yaml
@@ -165,6 +165,54 @@ def test_bad_input_gets_a_clear_error(pairs: list, match: str) -> None:
         estimate_homography(pairs)
 
 
+@pytest.mark.parametrize(("residual", "printed"), [(1.234, "residual 1.23 px"), (4294975.31, "residual unbounded"),
+                                                  (float("inf"), "residual unbounded"), (float("nan"), "residual unbounded")])
+def test_summary_calls_a_huge_or_undefined_residual_unbounded(residual: float, printed: str) -> None:
+    """A degenerate (striped) pair once printed 'statistical residual 4294975.31 px'."""
+    result = RegistrationResult(np.eye(3), 0.1, residual, 0.2, 0.0, 1, 0.5)
+    assert printed in result.summary()
+
+
+@pytest.mark.parametrize(("config", "match"), [({"rotation_deg": 46.0}, r"rotation_deg must be in \[0, 45\] degrees"),
+                                             ({"scale_range": (2.0, 1.0)}, "scale_range must satisfy 0.1 <= LOW <= HIGH <= 10"),
+                                             ({"min_edges": 1.0}, r"min_edges must be in \[0, 1\)")])
+def test_estimator_config_names_the_field_out_of_range(config: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        EstimatorConfig(**config)
+
+
+def _dead_pixels(thermal: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A float (radiometric) copy of ``thermal`` with ``count`` pixels NaN or ±inf, as dead pixels read."""
+    out = thermal.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(out.size, count, replace=False)
+    out.reshape(-1)[flat] = rng.choice([np.nan, np.inf, -np.inf], count)
+    return out
+
+
+def test_dead_pixels_are_ignored_and_a_mostly_undefined_image_refused() -> None:
+    thermal = np.tile(np.linspace(20.0, 40.0, 64, dtype=np.float32), (48, 1))
+    gray = to_gray(_dead_pixels(thermal, 30, seed=3), "thermal")
+    clean = to_gray(thermal, "thermal")
+    assert np.isfinite(gray).all()
+    assert np.abs(gray - clean).max() < 0.5 and np.median(np.abs(gray - clean)) < 1e-6  # only the dead pixels differ
+    with pytest.raises(InputError, match=r"thermal image has 6\d % NaN or infinite pixels"):
+        to_gray(_dead_pixels(thermal, 2000, seed=3), "thermal")
+
+
+def test_a_radiometric_frame_with_dead_pixels_registers_like_the_clean_one() -> None:
+    """estimate_homography and homography_score (the auto mode's checks) both accept it, with about the same
+    result (a single generated pair: the clean estimate is itself 1.3 px off)."""
+    truth = _rig(1)
+    (thermal, rgb), = _pairs(truth, (1.0,))
+    dead = [(_dead_pixels(thermal, 40, seed=4), rgb)]
+    assert homography_score(dead, truth) == pytest.approx(homography_score([(thermal, rgb)], truth), abs=0.01)
+    config = EstimatorConfig(min_confidence=0.0)
+    result, clean = estimate_homography(dead, config), estimate_homography([(thermal, rgb)], config)
+    assert corner_error(result.homography, clean.homography, THERMAL_WH) < 1.0
+    assert result.confidence == pytest.approx(clean.confidence, abs=0.05)
+
+
 def test_bad_initial_or_scored_homography_is_rejected() -> None:
     pairs = _pairs(_rig(1), (1.0,))
     with pytest.raises(InputError, match="non-singular"):
@@ -220,6 +268,45 @@ def test_params_yaml_round_trips_into_the_node_parameters() -> None:
     assert NODE_KEY in yaml.safe_load(text)
     config = build_config(parse_params_yaml(text), check_available=False)
     assert config.registration.homography == pytest.approx(tuple(truth.reshape(-1)), rel=1e-12)
+
+
+def test_params_file_names_a_folder_and_leaves_no_temporary_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder as the path gave a traceback (IsADirectoryError) and left .NAME.xxxx behind."""
+    import os
+
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    with pytest.raises(ConfigError, match=f"parameters file {tmp_path} is a folder"):
+        write_params_yaml(tmp_path, np.eye(3).reshape(-1))
+
+    def replace_fails(src: str, dst: str) -> None:  # e.g. a folder created at the path meanwhile
+        raise IsADirectoryError(21, "Is a directory", str(dst))
+
+    monkeypatch.setattr(os, "replace", replace_fails)
+    with pytest.raises(FusionError, match="cannot write parameters file .*Is a directory"):
+        write_params_yaml(tmp_path / "reg.yaml", np.eye(3).reshape(-1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_params_file_is_readable_as_the_umask_allows(tmp_path, umask: int) -> None:
+    """mkstemp made it 0600: ROS running as another user (a container) could not read it."""
+    import os
+
+    from fusion_ros.registration.params_file import write_params_yaml
+
+    old = os.umask(umask)
+    try:
+        path = write_params_yaml(tmp_path / "reg.yaml", np.eye(3).reshape(-1))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_params_file_recommends_the_launch_file() -> None:
+    text = params_yaml(np.eye(3).reshape(-1))
+    assert "ros2 launch fusion_ros fuse.launch.py params_file:=THIS_FILE" in text and "merge" in text
+    assert "ros2 run" not in text
 
 
 # -- background estimator ----------------------------------------------------------------------------

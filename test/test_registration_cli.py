@@ -10,6 +10,7 @@ import pytest
 
 from fusion_ros.cli import main
 from fusion_ros.imageio import read_image, write_image
+from fusion_ros.registration import RegistrationResult
 from fusion_ros.registration.synthetic import random_rig_homography, thermal_view
 from fusion_ros.scenes import render_pair
 
@@ -108,3 +109,191 @@ def test_register_refusal_says_how_to_get_or_accept_an_estimate(tmp_path: Path, 
 def test_register_rejects_a_folder_without_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["register", str(tmp_path)]) == 1
     assert "ir/ and vi/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--scale", "1.4", "0.7"], "--scale LOW HIGH must satisfy 0.1 <= LOW <= HIGH <= 10, got 1.4 0.7"),
+    (["--rotation", "-5"], "--rotation must be in [0, 45] degrees, got -5"),
+    (["--min-confidence", "2"], "--min-confidence must be in [0, 1], got 2"),
+    (["--translation", "0.6"], "--translation must be in [0, 0.5] of the RGB width, got 0.6"),
+])
+def test_register_names_the_flag_that_is_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                     message: str) -> None:
+    assert main(["register", str(tmp_path / "t.png"), str(tmp_path / "v.png"), *flags]) == 1
+    assert message in capsys.readouterr().err
+
+
+def _result(confidence: float = 0.9) -> RegistrationResult:
+    """An estimate with perspective terms that ``%g`` prints in scientific notation."""
+    hm = np.array([[2.23913048123, 0.00170992553, -31.179718], [-0.00470216864, 2.26440499, -2.08613056],
+                   [-7.86775972e-05, -1.30095817e-05, 1.0]])
+    return RegistrationResult(hm, confidence, 0.8, 0.4, 0.3, 1, 0.1, 12)
+
+
+@pytest.fixture
+def small_pair(tmp_path: Path) -> list[str]:
+    """A thermal and an RGB file (what the estimator, replaced by a fixed result, would read)."""
+    (thermal, rgb), = _frames((1.0,))
+    write_image(tmp_path / "t.png", thermal)
+    write_image(tmp_path / "v.png", rgb)
+    return [str(tmp_path / "t.png"), str(tmp_path / "v.png")]
+
+
+@pytest.fixture
+def estimated(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs register hands the estimator, which is replaced by one returning :func:`_result`."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def estimate(pairs: list[tuple[np.ndarray, np.ndarray]], config: object) -> RegistrationResult:
+        seen.extend(pairs)
+        return _result()
+
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", estimate)
+    return seen
+
+
+def test_printed_homography_pastes_into_a_float_option(small_pair: list[str], estimated: list,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """-1.30095817e-05 after --homography was taken for an option by argparse: positional notation, 10 digits."""
+    import argparse
+
+    from fusion_ros.registration import corner_error
+
+    assert main(["register", *small_pair]) == 0
+    printed = capsys.readouterr().out
+    line = re.search(r"registration\.homography: \[(.*)\]", printed).group(1)
+    matrix = printed.split("RGB):\n", 1)[1].split("registration.homography")[0]
+    assert "e" not in line.lower() and "e" not in matrix.lower()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--homography", type=float, nargs=9)
+    parsed = np.array(parser.parse_args(["--homography", *line.split(", ")]).homography).reshape(3, 3)
+    np.testing.assert_allclose(parsed, _result().homography, rtol=1e-9)
+    np.testing.assert_allclose(np.array(matrix.split(), float).reshape(3, 3), _result().homography, rtol=1e-9)
+    assert corner_error(parsed, _result().homography, THERMAL_WH) < 1e-6
+
+
+def test_register_says_a_missing_input_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["register", str(tmp_path / "nodir")]) == 1
+    assert f"{tmp_path / 'nodir'} does not exist" in capsys.readouterr().err
+
+
+def test_register_names_the_files_of_pairs_with_different_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("ir", "vi"):
+        (tmp_path / sub).mkdir()
+    for name, (w, h) in (("a", (496, 301)), ("b", (505, 351))):
+        write_image(tmp_path / "ir" / f"{name}.png", np.zeros((h, w), np.uint8))
+        write_image(tmp_path / "vi" / f"{name}.png", np.zeros((h, w, 3), np.uint8))
+    assert main(["register", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    ir, vi = tmp_path / "ir", tmp_path / "vi"
+    assert (f"{ir / 'b.png'} + {vi / 'b.png'} has sizes (W, H) thermal (505, 351), RGB (505, 351), but "
+            f"{ir / 'a.png'} + {vi / 'a.png'} has thermal (496, 301), RGB (496, 301)") in err
+
+
+def _refuse(pairs: list, config: object) -> RegistrationResult:
+    """Stands in for the estimator refusing an estimate below --min-confidence."""
+    from fusion_ros.registration import RegistrationError
+
+    raise RegistrationError("no confident alignment found (confidence 0.20)", refused=_result(0.2))
+
+
+def _labelled(panel: np.ndarray) -> bool:
+    """A white label in the panel's top-left corner (the dimmed frame and the red edges are never white)."""
+    return bool((panel[:40, :200] == 255).all(axis=2).any())
+
+
+def test_a_refused_estimate_still_writes_its_labelled_overlay(small_pair: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal said "check the --overlay" but no overlay was written."""
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", _refuse)
+    path = tmp_path / "refused.png"
+    assert main(["register", *small_pair, "--overlay", str(path)]) == 1
+    assert f"wrote the overlay of this refused estimate to {path}" in capsys.readouterr().err
+    image = read_image(path)
+    assert image.shape == (RGB_WH[1], 2 * RGB_WH[0], 3)
+    assert _labelled(image[:, : RGB_WH[0]]) and _labelled(image[:, RGB_WH[0]:])
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", lambda pairs, config: _result())  # accepted
+    assert main(["register", *small_pair, "--overlay", str(tmp_path / "accepted.png")]) == 0
+    accepted = read_image(tmp_path / "accepted.png")
+    assert _labelled(accepted[:, RGB_WH[0]:])
+    assert not np.array_equal(accepted[:40, RGB_WH[0]:], image[:40, RGB_WH[0]:])  # "registered", not "refused estimate"
+
+
+def test_a_refusal_without_overlay_says_how_to_get_one(small_pair: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", _refuse)
+    assert main(["register", *small_pair]) == 1
+    assert "check it with --overlay first" in capsys.readouterr().err
+
+
+def _png_message(array: np.ndarray, stamp: int, frame_id: str) -> bytes:
+    """CDR bytes of a PNG sensor_msgs/CompressedImage, as image_transport's ``compressed`` publishes it."""
+    import io
+
+    from PIL import Image
+
+    from fusion_ros.bag import image_message, typestore
+    from fusion_ros.commands.register import COMPRESSED_MSGTYPE
+
+    png = io.BytesIO()
+    Image.fromarray(array).save(png, "PNG")
+    msg = typestore().types[COMPRESSED_MSGTYPE](header=image_message(array, stamp, frame_id).header, format="png",
+                                                 data=np.frombuffer(png.getvalue(), np.uint8))
+    return bytes(typestore().serialize_cdr(msg, COMPRESSED_MSGTYPE))
+
+
+def _numbered_bag(path: Path, count: int, compressed: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+    """A bag of ``count`` small thermal/RGB pairs 0.1 s apart, pair i filled with i; the ``compressed``
+    stream ("thermal" or "rgb") as PNG CompressedImage on ``/<stream>/image_raw/compressed``. Returns the pairs."""
+    from fusion_ros.bag import IMAGE_MSGTYPE, BagMessage, serialize_image, write_bag
+    from fusion_ros.commands.register import COMPRESSED_MSGTYPE
+
+    pairs, messages = [], []
+    for i in range(count):
+        stamp = 1_700_000_000_000_000_000 + i * 100_000_000
+        pair = (np.full((48, 64), i, np.uint8), np.full((80, 96, 3), (i, 2 * i, 3 * i), np.uint8))
+        for stream, array, at in (("thermal", pair[0], stamp), ("rgb", pair[1], stamp + 1000)):
+            if stream == compressed:
+                messages.append(BagMessage(f"/{stream}/image_raw/compressed", COMPRESSED_MSGTYPE, at, _png_message(array, at, stream)))
+            else:
+                messages.append(BagMessage(f"/{stream}/image_raw", IMAGE_MSGTYPE, at, serialize_image(array, at, stream)))
+        pairs.append(pair)
+    write_bag(path, messages)
+    return pairs
+
+
+def test_register_decodes_a_compressed_rgb_topic_as_the_node_does(tmp_path: Path, estimated: list) -> None:
+    """It crashed: 'sensor_msgs__msg__CompressedImage' object has no attribute 'encoding'."""
+    frames = _numbered_bag(tmp_path / "bag", 3, compressed="rgb")
+    assert main(["register", str(tmp_path / "bag"), "--rgb-topic", "/rgb/image_raw/compressed"]) == 0
+    assert len(estimated) >= 2
+    for thermal, rgb in estimated:
+        i = int(thermal[0, 0])
+        np.testing.assert_array_equal(thermal, frames[i][0])
+        np.testing.assert_array_equal(rgb, frames[i][1])
+
+
+def test_register_refuses_a_compressed_thermal_topic_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _numbered_bag(tmp_path / "bag", 2, compressed="thermal")
+    assert main(["register", str(tmp_path / "bag"), "--thermal-topic", "/thermal/image_raw/compressed"]) == 1
+    assert ("thermal topic /thermal/image_raw/compressed holds sensor_msgs/msg/CompressedImage; register reads thermal "
+            "frames as sensor_msgs/msg/Image") in capsys.readouterr().err
+
+
+def test_register_decodes_only_the_bag_pairs_it_uses(tmp_path: Path, estimated: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message was decoded and every pair kept before choosing --frames of them (450-750 MB for short
+    640x512 bags): now pairs come from the header stamps and only the chosen ones are decoded."""
+    from fusion_ros.bag import BagMessage, expected_pairs
+
+    _numbered_bag(tmp_path / "bag", 40)
+    decoded = []
+    original = BagMessage.decode
+    monkeypatch.setattr(BagMessage, "decode", lambda self: decoded.append(self.topic) or original(self))
+    assert main(["register", str(tmp_path / "bag"), "--frames", "3"]) == 0
+    assert len(decoded) == 6
+    stamps = expected_pairs(tmp_path / "bag")  # the node's pairing rule, stamps only
+    first = stamps[0][0]
+    spread = [stamps[i] for i in np.linspace(0, len(stamps) - 1, 3).round().astype(int)]
+    assert [int(t[0, 0]) for t, _ in estimated] == [round((ts - first) / 100_000_000) for ts, _ in spread]
+    assert all(int(r[0, 0, 1]) == 2 * int(t[0, 0]) for t, r in estimated)  # each RGB frame with its own thermal

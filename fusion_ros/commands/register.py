@@ -8,12 +8,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion_ros.bag import DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, read_messages
+from fusion_ros.bag import (DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, BagMessage, bag_topics, cdr_header,
+                            expected_pairs, read_messages)
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.evaluate import find_pairs
+from fusion_ros.image_msgs import compressed_from_msg, thermal_from_msg, visible_from_msg
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
+from fusion_ros.registration.estimate import check_limit, check_pair_sizes
+from fusion_ros.registration.features import to_gray
 from fusion_ros.registration.params_file import write_params_yaml
+
+#: What image_transport's ``compressed`` publishes (the node's ``rgb.transport: compressed`` input).
+COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
 
 NAME = "register"
 HELP = "estimate the thermal→RGB homography from frame pairs (two images, a folder with ir/ and vi/, or a rosbag2)"
@@ -40,27 +47,65 @@ def _image_pairs(thermal: Path, rgb: Path) -> list[tuple[np.ndarray, np.ndarray]
     return [(read_image(thermal), read_image(rgb))]
 
 
+def _spread(count: int, frames: int) -> list[int]:
+    """Indices of ``frames`` of ``count`` items spread evenly from the first to the last (frames of a moving
+    scene constrain more than neighbours)."""
+    return list(dict.fromkeys(np.linspace(0, count - 1, min(frames, count)).round().astype(int).tolist()))
+
+
 def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    pairs = find_pairs(folder)
-    picked = dict.fromkeys(np.linspace(0, len(pairs) - 1, min(frames, len(pairs))).round().astype(int).tolist())
-    return [(read_image(pairs[i].ir), read_image(pairs[i].vi)) for i in picked]
+    """``frames`` pairs of ``folder``'s ir/ and vi/ spread over their names; sizes that differ are reported
+    by file name (the estimator only knows pair numbers)."""
+    found = find_pairs(folder)
+    picked = [found[i] for i in _spread(len(found), frames)]
+    pairs = [(read_image(p.ir), read_image(p.vi)) for p in picked]
+    check_pair_sizes(pairs, [f"{p.ir} + {p.vi}" for p in picked])
+    return pairs
+
+
+def _check_bag_types(path: Path, thermal_topic: str, rgb_topic: str) -> None:
+    """Refuse, before reading the bag, a topic whose messages register cannot decode: RGB may be raw or
+    compressed (the node's ``rgb.transport``), thermal only raw, as the node takes it (a codec would lose
+    the counts). A missing topic is left to :func:`read_messages`, which lists the bag's topics."""
+    types = {topic: msgtype for topic, (msgtype, _) in bag_topics(path).items()}
+    accepted = {thermal_topic: ("thermal", (IMAGE_MSGTYPE,)), rgb_topic: ("RGB", (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE))}
+    for topic, (role, msgtypes) in accepted.items():
+        if types.get(topic, IMAGE_MSGTYPE) not in msgtypes:
+            raise InputError(f"{role} topic {topic} holds {types[topic]}; register reads {role} frames as "
+                             f"{' or '.join(msgtypes)}")
+
+
+def _bag_pixels(message: BagMessage, thermal: bool) -> np.ndarray:
+    """A bag image's pixels, decoded as the node decodes them (compressed RGB as with ``rgb.transport: compressed``)."""
+    msg = message.decode()
+    if thermal:
+        return thermal_from_msg(msg)
+    return (compressed_from_msg(msg) if message.msgtype == COMPRESSED_MSGTYPE else visible_from_msg(msg)).rgb
 
 
 def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Synchronized pairs of the bag (the node's pairing rule), ``frames`` of them spread over its length."""
-    from fusion_ros.image_msgs import thermal_from_msg, visible_from_msg
-    from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
+    """Synchronized pairs of the bag (the node's pairing rule), ``frames`` of them spread over its length.
 
-    sync: ApproximateTimeSynchronizer = ApproximateTimeSynchronizer(100, slop_s)
-    raw_pairs = []
-    for msg in read_messages(path, [thermal_topic, rgb_topic]):
-        decoded = msg.decode()
-        stream = THERMAL if msg.topic == thermal_topic else RGB
-        raw_pairs.extend(sync.add(stream, header_stamp_ns(decoded.header), decoded))
-    if not raw_pairs:
+    Pairs are made from the header stamps alone, then a second pass decodes only the chosen messages:
+    memory holds the stamps and ``frames`` pairs, however long the recording (decoding every 640x512
+    pair took 18 MB per second of bag).
+    """
+    _check_bag_types(path, thermal_topic, rgb_topic)
+    stamps = expected_pairs(path, thermal_topic, rgb_topic, slop_s)
+    if not stamps:
         raise InputError(f"bag {path} has no thermal/RGB pairs within {slop_s} s on {thermal_topic} and {rgb_topic}")
-    picked = sorted(set(np.linspace(0, len(raw_pairs) - 1, min(frames, len(raw_pairs))).round().astype(int)))
-    return [(thermal_from_msg(raw_pairs[i].thermal), visible_from_msg(raw_pairs[i].rgb).rgb) for i in picked]
+    picked = [stamps[i] for i in _spread(len(stamps), frames)]
+    wanted = {(thermal_topic, t) for t, _ in picked} | {(rgb_topic, r) for _, r in picked}
+    images: dict[tuple[str, int], np.ndarray] = {}
+    for message in read_messages(path, [thermal_topic, rgb_topic]):
+        key = (message.topic, cdr_header(message.raw)[0])
+        if key in wanted and key not in images:
+            images[key] = _bag_pixels(message, message.topic == thermal_topic)
+            if len(images) == len(wanted):
+                break
+    pairs = [(images[(thermal_topic, t)], images[(rgb_topic, r)]) for t, r in picked]
+    check_pair_sizes(pairs, [f"the pair at thermal stamp {t / 1e9:.3f} s" for t, _ in picked])
+    return pairs
 
 
 def load_pairs(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,6 +116,8 @@ def load_pairs(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(inputs) != 1:
         raise ConfigError("give THERMAL RGB images, one folder with ir/ and vi/, or one bag folder")
     path = inputs[0]
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
     if (path / "metadata.yaml").is_file():
         return _bag_pairs(path, args.thermal_topic, args.rgb_topic, args.slop, args.frames)
     if path.is_dir():
@@ -83,30 +130,66 @@ def _edges(gray: np.ndarray) -> np.ndarray:
     return cv2.Canny(cv2.GaussianBlur(g, (0, 0), 1.0), 40, 100) > 0
 
 
-def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult) -> np.ndarray:
-    """Thermal edges (red) on the RGB frame: without registration (stretched) | with the estimate."""
+def _label(panel: np.ndarray, text: str) -> None:
+    """Write ``text`` in the panel's top-left corner, white on a black outline (legible on any scene)."""
+    scale = max(0.4, panel.shape[1] / 800)
+    org = (round(8 * scale), round(24 * scale))
+    for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+        cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, max(1, round(width * scale)), cv2.LINE_AA)
+
+
+def overlay(thermal: np.ndarray, rgb: np.ndarray, result: RegistrationResult, label: str = "registered") -> np.ndarray:
+    """Thermal edges (red) on the RGB frame: without registration (stretched) | with the estimate, each panel
+    labelled (``label`` names the estimate: "refused estimate" for one below --min-confidence)."""
     import torch
 
     rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
     rgb8 = cv2.normalize(rgb3[..., :3].astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    grey = thermal if thermal.ndim == 2 else thermal[..., :3].astype(np.float32).mean(axis=2)
+    grey = to_gray(thermal, "thermal")  # as the estimator saw it: windowed, dead pixels filled
     size = rgb8.shape[:2]
     panels = []
-    for homography in (None, result.as_list()):
+    for name, homography in (("unregistered", None), (label, result.as_list())):
         if homography is None:
-            warped = cv2.resize(grey.astype(np.float32), size[::-1])
+            warped = cv2.resize(grey, size[::-1])
         else:
-            t = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[None, None]
-            warped = Registration(homography)(t, size)[0, 0].numpy()
+            warped = Registration(homography)(torch.from_numpy(grey)[None, None], size)[0, 0].numpy()
         panel = (rgb8 * 0.7).astype(np.uint8)
         panel[_edges(warped)] = (255, 40, 40)
+        _label(panel, name)
         panels.append(panel)
     return np.concatenate(panels, axis=1)
 
 
+def _refused_overlay(args: argparse.Namespace, pairs: list[tuple[np.ndarray, np.ndarray]], refused: RegistrationResult) -> str:
+    """Write the refused estimate's overlay when ``--overlay`` asks for one; how to judge it before accepting it."""
+    if not args.overlay:
+        return "check it with --overlay first"
+    write_image(args.overlay, overlay(pairs[0][0], pairs[0][1], refused, "refused estimate"))
+    return f"wrote the overlay of this refused estimate to {args.overlay}: check it first"
+
+
+#: The flag that sets each :class:`EstimatorConfig` field, as an out-of-range message names it.
+_FLAGS = {"rotation_deg": "--rotation", "scale_range": "--scale LOW HIGH", "translation": "--translation",
+          "min_confidence": "--min-confidence"}
+
+
+def estimator_config(args: argparse.Namespace) -> EstimatorConfig:
+    """The estimator's settings from the flags, an out-of-range one reported by its flag (not the field name)."""
+    values = {"rotation_deg": args.rotation, "scale_range": tuple(args.scale), "translation": args.translation,
+              "min_confidence": args.min_confidence}
+    for field, value in values.items():
+        check_limit(field, value, _FLAGS[field])
+    return EstimatorConfig(**values)
+
+
+def _number(value: float) -> str:
+    """10 significant digits without an exponent: ``-1.3e-05`` pasted after ``fusion-ros fuse --homography``
+    would be taken for an option by argparse, ``-0.000013`` is a negative number to it."""
+    return np.format_float_positional(value, precision=10, fractional=False, trim="-")
+
+
 def run(args: argparse.Namespace) -> int:
-    config = EstimatorConfig(rotation_deg=args.rotation, scale_range=tuple(args.scale), translation=args.translation,
-                             min_confidence=args.min_confidence)
+    config = estimator_config(args)
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     pairs = load_pairs(args)
@@ -115,13 +198,12 @@ def run(args: argparse.Namespace) -> int:
     except RegistrationError as err:
         if err.refused is None:
             raise
-        raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); "
-                                f"--min-confidence below {args.min_confidence:g} accepts it anyway: check the --overlay") from None
-    hm = result.homography
+        raise RegistrationError(f"{err}. More frames of a moving scene help (a folder or a bag, --frames); --min-confidence "
+                                f"below {args.min_confidence:g} accepts it anyway; {_refused_overlay(args, pairs, err.refused)}") from None
     print(f"homography (thermal pixel -> RGB pixel, {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]} RGB):")
-    for row in hm:
-        print("  " + "  ".join(f"{v: .8g}" for v in row))
-    print(f"registration.homography: [{', '.join(f'{v:.10g}' for v in result.as_list())}]")
+    for row in result.homography:
+        print("  " + "  ".join(f"{_number(v):>18}" for v in row))
+    print(f"registration.homography: [{', '.join(_number(v) for v in result.as_list())}]")
     print(result.summary())
     if args.params_out:
         comment = f"Estimated by `fusion-ros register` from {len(pairs)} pair(s): {result.summary()}"

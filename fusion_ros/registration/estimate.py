@@ -49,9 +49,12 @@ from fusion_ros.registration.features import edge_fraction, structure_features, 
 from fusion_ros.registration.patches import refine_by_patches
 
 __all__ = [
+    "LIMITS",
     "EstimatorConfig",
     "RegistrationError",
     "RegistrationResult",
+    "check_limit",
+    "check_pair_sizes",
     "corner_error",
     "estimate_homography",
     "homography_score",
@@ -74,6 +77,9 @@ _SEARCH_SAMPLES = 4000
 _MAX_SAMPLES = 20000
 #: Pixels per statistically independent residual (smoothing of the features: ~4πσ², σ≈√2).
 _CORRELATED_PIXELS = 25.0
+#: A statistical residual above this (RGB px) means the fit does not constrain the corners at all (a
+#: singular curvature on a striped scene gives millions): the summary says "unbounded", not a number.
+_UNBOUNDED_PX = 1e4
 
 
 class RegistrationError(FusionError):
@@ -110,15 +116,34 @@ class EstimatorConfig:
     patch_consensus: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rotation_deg <= 45.0:
-            raise ConfigError(f"rotation_deg must be in [0, 45], got {self.rotation_deg}")
-        low, high = self.scale_range
-        if not 0.1 <= low <= high <= 10.0:
-            raise ConfigError(f"scale_range must satisfy 0.1 <= low <= high <= 10, got {self.scale_range}")
-        if not 0.0 <= self.translation <= 0.5:
-            raise ConfigError(f"translation must be in [0, 0.5], got {self.translation}")
-        if not 0.0 <= self.min_confidence <= 1.0 or not 0.0 <= self.min_edges < 1.0:
-            raise ConfigError("min_confidence must be in [0, 1] and min_edges in [0, 1)")
+        for field in LIMITS:
+            check_limit(field, getattr(self, field))
+        if not 0.0 <= self.min_edges < 1.0:
+            raise ConfigError(f"min_edges must be in [0, 1), got {self.min_edges}")
+
+
+#: Allowed (low, high) of the :class:`EstimatorConfig` fields a user sets, and their unit in messages.
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "rotation_deg": (0.0, 45.0, " degrees"),
+    "scale_range": (0.1, 10.0, ""),
+    "translation": (0.0, 0.5, " of the RGB width"),
+    "min_confidence": (0.0, 1.0, ""),
+}
+
+
+def check_limit(field: str, value: float | tuple[float, float], label: str | None = None) -> None:
+    """Raise :class:`ConfigError` when an :class:`EstimatorConfig` field is outside :data:`LIMITS`.
+
+    ``label`` names the value as the user set it (a command's flag; default the field name), so the
+    message points at what to change.
+    """
+    low, high, unit = LIMITS[field]
+    label = label or field
+    if isinstance(value, (tuple, list)):  # a (low, high) range: both inside the limits, in order
+        if not low <= value[0] <= value[1] <= high:
+            raise ConfigError(f"{label} must satisfy {low:g} <= LOW <= HIGH <= {high:g}, got {value[0]:g} {value[1]:g}")
+    elif not low <= value <= high:
+        raise ConfigError(f"{label} must be in [{low:g}, {high:g}]{unit}, got {value:g}")
 
 
 @dataclass(frozen=True)
@@ -157,8 +182,11 @@ class RegistrationResult:
         return [float(v) for v in self.homography.reshape(-1)]
 
     def summary(self) -> str:
+        """One line for a log or the CLI."""
         consensus = f"{self.patches} patches agree" if self.patches else "patches disagree, global estimate"
-        return (f"confidence {self.confidence:.2f}, statistical residual {self.residual_px:.2f} px (1σ, bias not included), structure correlation "
+        bounded = math.isfinite(self.residual_px) and self.residual_px <= _UNBOUNDED_PX
+        residual = f"{self.residual_px:.2f} px" if bounded else "unbounded"
+        return (f"confidence {self.confidence:.2f}, statistical residual {residual} (1σ, bias not included), structure correlation "
                 f"{self.score:.3f}, margin {self.margin:.2f}, {consensus}, {self.frames} frame(s), {self.seconds:.2f} s")
 
 
@@ -527,11 +555,19 @@ def _as_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.n
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InputError(f"pair {i} must be a (thermal, rgb) tuple")
         grays.append((to_gray(pair[0], f"thermal (pair {i})"), to_gray(pair[1], f"rgb (pair {i})")))
-    t0, r0 = grays[0][0].shape, grays[0][1].shape
-    for i, (t, r) in enumerate(grays):
-        if t.shape != t0 or r.shape != r0:
-            raise InputError(f"pair {i} has sizes thermal {t.shape[::-1]}, rgb {r.shape[::-1]}; pair 0 has {t0[::-1]}, {r0[::-1]}")
+    check_pair_sizes(grays, [f"pair {i}" for i in range(len(grays))])
     return grays
+
+
+def check_pair_sizes(pairs: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[str]) -> None:
+    """Raise :class:`InputError` unless every pair has the first one's thermal and RGB sizes (one
+    homography serves them all); ``labels`` name the pairs as the caller knows them (file names)."""
+    first = [(img.shape[1], img.shape[0]) for img in pairs[0]]
+    for label, pair in zip(labels, pairs):
+        sizes = [(img.shape[1], img.shape[0]) for img in pair]
+        if sizes != first:
+            raise InputError(f"{label} has sizes (W, H) thermal {sizes[0]}, RGB {sizes[1]}, but {labels[0]} has thermal "
+                             f"{first[0]}, RGB {first[1]}: all pairs must have the same sizes")
 
 
 def _prepare(grays: list[tuple[np.ndarray, np.ndarray]], density: float | None = None, max_samples: int = _MAX_SAMPLES
@@ -574,7 +610,7 @@ def estimate_homography(
         initial: a current estimate (9 numbers): refined as one more candidate besides the search.
 
     Raises:
-        InputError: bad arrays (shape, NaN, sizes differ between pairs).
+        InputError: bad arrays (shape, mostly NaN, sizes differ between pairs).
         RegistrationError: too little structure, or no confident, unambiguous alignment.
     """
     start = time.perf_counter()

@@ -25,12 +25,29 @@ _SOBEL_GAIN = 8.0
 _EDGE_SLOPE = 0.01
 #: ε is this many times the image's median gradient: noise and fine texture saturate only part-way, edges fully.
 _EPS_PER_MEDIAN = 2.0
+#: Largest fraction of NaN/inf pixels registered around; beyond, too little of the picture is left.
+_MAX_NONFINITE = 0.5
+
+
+def _fill_nonfinite(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` with NaN/inf pixels (dead pixels of a radiometric camera) set to the median of the finite
+    ones, so they neither stretch the grey window nor make edges of their own. ``fusion-ros fuse`` and the
+    node fuse such frames, so registration must not refuse them."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr
+    bad = 1.0 - float(finite.mean())
+    if bad > _MAX_NONFINITE:
+        raise InputError(f"{name} image has {100 * bad:.0f} % NaN or infinite pixels; registration needs at least "
+                         f"{100 * (1 - _MAX_NONFINITE):.0f} % finite ones")
+    return np.where(finite, arr, np.median(arr[finite])).astype(np.float32)
 
 
 def to_gray(image: np.ndarray, name: str) -> np.ndarray:
     """Any (H,W), (H,W,1), (H,W,3) or (H,W,4) image → float32 (H,W) in [0,1] (1–99 % window).
 
-    Raises :class:`InputError` on wrong shapes, tiny images or non-finite values, naming ``name``.
+    NaN and infinite pixels are ignored (see :func:`_fill_nonfinite`). Raises :class:`InputError` on wrong
+    shapes, tiny images or an image mostly non-finite, naming ``name``.
     """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
@@ -41,9 +58,7 @@ def to_gray(image: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name} image {arr.shape[1]}x{arr.shape[0]} is too small to register (32 px per side at least)")
     if arr.dtype.kind not in "uif" and arr.dtype != bool:
         raise InputError(f"{name} image has unsupported dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} image contains NaN or infinite values")
+    arr = _fill_nonfinite(arr.astype(np.float32), name)
     lo, hi = np.percentile(arr, (1.0, 99.0))
     if hi <= lo:
         lo, hi = float(arr.min()), float(arr.max())

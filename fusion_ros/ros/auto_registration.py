@@ -19,6 +19,7 @@ import numpy as np
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
+from fusion_ros.errors import FusionError
 from fusion_ros.registration.auto import AutoRegistrar, AutoSettings
 from fusion_ros.registration.params_file import write_params_yaml
 
@@ -52,8 +53,8 @@ class RegistrationSaver:
         comment = f"{origin}: {self.detail}" if self.detail else origin
         try:
             path = write_params_yaml(self._save_path, homography, comment)
-        except (OSError, ValueError) as err:
-            message = f"registration.save_path: cannot write {self._save_path}: {err}"
+        except FusionError as err:  # an unwritable path or a folder: reported, the node goes on
+            message = f"registration.save_path: {err}"
             self._node.get_logger().error(message)
             return False, message
         message = f"registration: saved the homography to {path}"
