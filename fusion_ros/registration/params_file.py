@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -50,7 +51,8 @@ def write_params_yaml(path: str | Path, homography: Sequence[float], comment: st
             f.write(text)
         os.replace(tmp, path)
     except BaseException as err:  # interrupted too: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no temporary file either
+            tmp.unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise FusionError(f"cannot write parameters file {path}: {err}") from err
         raise
