@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -297,3 +298,14 @@ def test_register_decodes_only_the_bag_pairs_it_uses(tmp_path: Path, estimated: 
     spread = [stamps[i] for i in np.linspace(0, len(stamps) - 1, 3).round().astype(int)]
     assert [int(t[0, 0]) for t, _ in estimated] == [round((ts - first) / 100_000_000) for ts, _ in spread]
     assert all(int(r[0, 0, 1]) == 2 * int(t[0, 0]) for t, r in estimated)  # each RGB frame with its own thermal
+
+
+@pytest.mark.parametrize("patches", [0, 40])
+def test_register_says_when_the_estimate_is_the_global_one(small_pair: list[str], capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch, patches: int) -> None:
+    """Where the thermal patches disagreed (most real pairs), the printout says what that means for the accuracy."""
+    result = dataclasses.replace(_result(), patches=patches)
+    monkeypatch.setattr("fusion_ros.commands.register.estimate_homography", lambda pairs, config: result)
+    assert main(["register", *small_pair]) == 0
+    printed = capsys.readouterr().out
+    assert ("did not agree" in printed and "6 px" in printed) == (patches == 0)

@@ -205,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
         print("  " + "  ".join(f"{_number(v):>18}" for v in row))
     print(f"registration.homography: [{', '.join(_number(v) for v in result.as_list())}]")
     print(result.summary())
+    if not result.patches:
+        print("note: the thermal patches did not agree on one homography (near and far objects, heat haloes), so this is "
+              "the global estimate: on real frames, whatever the confidence, a median 6 px off at the corners of the "
+              "overlap as measured (docs/RESULTS.md, Registration); check the overlay, and register from frames of "
+              "different scenes (a drive) for 1-2 px")
     if args.params_out:
         comment = f"Estimated by `fusion-ros register` from {len(pairs)} pair(s): {result.summary()}"
         print(f"wrote {write_params_yaml(args.params_out, result.as_list(), comment)}")
