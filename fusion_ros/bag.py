@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fusion_ros.errors import ConfigError, FusionError, InputError
+from fusion_ros.image_msgs import VisibleImage, compressed_from_msg, thermal_from_msg, visible_from_msg
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
 __all__ = [
@@ -31,9 +32,12 @@ __all__ = [
     "RGB_FRAME_ID",
     "STORAGES",
     "THERMAL_FRAME_ID",
+    "COMPRESSED_MSGTYPE",
     "BagMessage",
     "bag_topics",
+    "check_input_topics",
     "cdr_header",
+    "decode_input",
     "deserialize",
     "expected_pairs",
     "image_message",
@@ -49,6 +53,10 @@ __all__ = [
 ]
 
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+#: What image_transport's ``compressed`` publishes (the node's ``rgb.transport: compressed`` input).
+COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
+#: Message types the node takes on its inputs: thermal raw only (a codec would lose the counts), RGB raw or compressed.
+_INPUT_MSGTYPES = {"thermal": (IMAGE_MSGTYPE,), "RGB": (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE)}
 #: The node's input and output topics with no namespace, as bags of this project name them.
 DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
 DEFAULT_RGB_TOPIC = "/rgb/image_raw"
@@ -245,6 +253,28 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
             return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
     except ReaderError as err:
         raise FusionError(f"cannot read bag {path}: {err}") from err
+
+
+def check_input_topics(path: str | Path, thermal_topic: str, rgb_topic: str) -> dict[str, tuple[str, int]]:
+    """The bag's topics (:func:`bag_topics`), once both inputs are there with message types the node decodes."""
+    topics = bag_topics(path)
+    for role, topic in (("thermal", thermal_topic), ("RGB", rgb_topic)):
+        if topic not in topics:
+            have = ", ".join(f"{t} ({ty})" for t, (ty, _) in sorted(topics.items())) or "none"
+            raise ConfigError(f"bag {path} has no topic {topic} (topics: {have})")
+        if topics[topic][0] not in _INPUT_MSGTYPES[role]:
+            raise InputError(f"{role} topic {topic} holds {topics[topic][0]}; {role} frames are read as "
+                             f"{' or '.join(_INPUT_MSGTYPES[role])}, as the node takes them")
+    return topics
+
+
+def decode_input(message: BagMessage, thermal: bool) -> tuple[Any, np.ndarray | VisibleImage]:
+    """An input message of the bag and its pixels, decoded as the node decodes them: thermal counts, or the RGB
+    frame (raw, or compressed as with ``rgb.transport: compressed``). Raises :class:`InputError` if undecodable."""
+    msg = message.decode()
+    if thermal:
+        return msg, thermal_from_msg(msg)
+    return msg, compressed_from_msg(msg) if message.msgtype == COMPRESSED_MSGTYPE else visible_from_msg(msg)
 
 
 def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:

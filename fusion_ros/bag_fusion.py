@@ -23,7 +23,8 @@ from fusion_ros.bag import (
     DEFAULT_THERMAL_TOPIC,
     IMAGE_MSGTYPE,
     BagMessage,
-    bag_topics,
+    check_input_topics,
+    decode_input,
     input_storage,
     prepare_output,
     read_messages,
@@ -34,7 +35,7 @@ from fusion_ros.bag import (
 from fusion_ros.config import FusionConfig
 from fusion_ros.errors import ConfigError, FusionError, InputError
 from fusion_ros.fuser import Fuser
-from fusion_ros.image_msgs import VisibleImage, encode_visible, thermal_from_msg, visible_from_msg
+from fusion_ros.image_msgs import VisibleImage, encode_visible
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
 
 __all__ = ["ProcessStats", "process_bag"]
@@ -91,7 +92,8 @@ def process_bag(
         out_path: output bag folder (must not exist unless ``overwrite``).
         config: what to fuse with, when no ``fuser`` is given (default: every default).
         fuser: a ready :class:`~fusion_ros.fuser.Fuser` (its thermal window state carries on).
-        thermal_topic, rgb_topic: ``sensor_msgs/Image`` input topics.
+        thermal_topic, rgb_topic: input topics: thermal ``sensor_msgs/Image``, RGB ``sensor_msgs/Image`` or
+            ``CompressedImage`` (as the node's ``rgb.transport: compressed``; the fused frame is published raw).
         fused_topic: output topic; each message has the RGB message's header and encoding.
         storage: output storage, default the input's.
         copy_inputs: also copy every input message (all topics) into the output bag.
@@ -113,13 +115,7 @@ def process_bag(
     in_path, out_path = Path(in_path), Path(out_path)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    topics = bag_topics(in_path)
-    for topic in (thermal_topic, rgb_topic):
-        if topic not in topics:
-            have = ", ".join(f"{t} ({ty})" for t, (ty, _) in sorted(topics.items())) or "none"
-            raise ConfigError(f"bag {in_path} has no topic {topic} (topics: {have})")
-        if topics[topic][0] != IMAGE_MSGTYPE:
-            raise ConfigError(f"topic {topic} is {topics[topic][0]}, expected {IMAGE_MSGTYPE}")
+    topics = check_input_topics(in_path, thermal_topic, rgb_topic)
     if fused_topic in topics and copy_inputs:
         raise ConfigError(f"input bag already has {fused_topic}; choose another fused topic")
     if storage is None:
@@ -183,8 +179,7 @@ def process_bag(
                         continue
                     stream = THERMAL if m.topic == thermal_topic else RGB
                     try:
-                        msg = m.decode()
-                        data = thermal_from_msg(msg) if stream == THERMAL else visible_from_msg(msg)
+                        msg, data = decode_input(m, stream == THERMAL)
                     except InputError as err:
                         stats.bad_messages += 1
                         if len(stats.errors) < 5:

@@ -191,6 +191,23 @@ def test_size_mismatch_pairs_are_refused_unless_resize(tmp_path: Path) -> None:
     assert (resized.fused, resized.bad_pairs) == (pairs, 0)
 
 
+def test_a_compressed_rgb_topic_fuses_as_its_raw_frames(tmp_path: Path) -> None:
+    """image_transport's ``compressed`` RGB (what most recordings hold), decoded as the node's
+    ``rgb.transport: compressed``: the same fused frames as from the raw topic (PNG is lossless)."""
+    from _bags import numbered_bag
+
+    from fusion_ros.bag import read_messages
+
+    numbered_bag(tmp_path / "raw", 4)
+    numbered_bag(tmp_path / "compressed", 4, compressed="rgb")
+    config = build_config({"method": "average", "registration.resize": True})
+    raw = process_bag(tmp_path / "raw", tmp_path / "raw_out", config, progress=False)
+    compressed = process_bag(tmp_path / "compressed", tmp_path / "compressed_out", config,
+                             rgb_topic="/rgb/image_raw/compressed", progress=False)
+    assert raw.fused == compressed.fused == 4 and compressed.bad_messages == 0
+    assert [m.raw for m in read_messages(tmp_path / "raw_out")] == [m.raw for m in read_messages(tmp_path / "compressed_out")]
+
+
 def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_scene_bag(tmp_path / "in", _frames(1.0))
     rc = main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "average", "--storage", "mcap",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _bags import numbered_bag
 from fusion_ros.cli import main
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import RegistrationResult
@@ -228,45 +229,9 @@ def test_a_refusal_without_overlay_says_how_to_get_one(small_pair: list[str], mo
     assert "check it with --overlay first" in capsys.readouterr().err
 
 
-def _png_message(array: np.ndarray, stamp: int, frame_id: str) -> bytes:
-    """CDR bytes of a PNG sensor_msgs/CompressedImage, as image_transport's ``compressed`` publishes it."""
-    import io
-
-    from PIL import Image
-
-    from fusion_ros.bag import image_message, typestore
-    from fusion_ros.commands.register import COMPRESSED_MSGTYPE
-
-    png = io.BytesIO()
-    Image.fromarray(array).save(png, "PNG")
-    msg = typestore().types[COMPRESSED_MSGTYPE](header=image_message(array, stamp, frame_id).header, format="png",
-                                                 data=np.frombuffer(png.getvalue(), np.uint8))
-    return bytes(typestore().serialize_cdr(msg, COMPRESSED_MSGTYPE))
-
-
-def _numbered_bag(path: Path, count: int, compressed: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
-    """A bag of ``count`` small thermal/RGB pairs 0.1 s apart, pair i filled with i; the ``compressed``
-    stream ("thermal" or "rgb") as PNG CompressedImage on ``/<stream>/image_raw/compressed``. Returns the pairs."""
-    from fusion_ros.bag import IMAGE_MSGTYPE, BagMessage, serialize_image, write_bag
-    from fusion_ros.commands.register import COMPRESSED_MSGTYPE
-
-    pairs, messages = [], []
-    for i in range(count):
-        stamp = 1_700_000_000_000_000_000 + i * 100_000_000
-        pair = (np.full((48, 64), i, np.uint8), np.full((80, 96, 3), (i, 2 * i, 3 * i), np.uint8))
-        for stream, array, at in (("thermal", pair[0], stamp), ("rgb", pair[1], stamp + 1000)):
-            if stream == compressed:
-                messages.append(BagMessage(f"/{stream}/image_raw/compressed", COMPRESSED_MSGTYPE, at, _png_message(array, at, stream)))
-            else:
-                messages.append(BagMessage(f"/{stream}/image_raw", IMAGE_MSGTYPE, at, serialize_image(array, at, stream)))
-        pairs.append(pair)
-    write_bag(path, messages)
-    return pairs
-
-
 def test_register_decodes_a_compressed_rgb_topic_as_the_node_does(tmp_path: Path, estimated: list) -> None:
     """It crashed: 'sensor_msgs__msg__CompressedImage' object has no attribute 'encoding'."""
-    frames = _numbered_bag(tmp_path / "bag", 3, compressed="rgb")
+    frames = numbered_bag(tmp_path / "bag", 3, compressed="rgb")
     assert main(["register", str(tmp_path / "bag"), "--rgb-topic", "/rgb/image_raw/compressed"]) == 0
     assert len(estimated) >= 2
     for thermal, rgb in estimated:
@@ -276,10 +241,10 @@ def test_register_decodes_a_compressed_rgb_topic_as_the_node_does(tmp_path: Path
 
 
 def test_register_refuses_a_compressed_thermal_topic_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _numbered_bag(tmp_path / "bag", 2, compressed="thermal")
+    numbered_bag(tmp_path / "bag", 2, compressed="thermal")
     assert main(["register", str(tmp_path / "bag"), "--thermal-topic", "/thermal/image_raw/compressed"]) == 1
-    assert ("thermal topic /thermal/image_raw/compressed holds sensor_msgs/msg/CompressedImage; register reads thermal "
-            "frames as sensor_msgs/msg/Image") in capsys.readouterr().err
+    assert ("thermal topic /thermal/image_raw/compressed holds sensor_msgs/msg/CompressedImage; thermal frames are "
+            "read as sensor_msgs/msg/Image") in capsys.readouterr().err
 
 
 def test_register_decodes_only_the_bag_pairs_it_uses(tmp_path: Path, estimated: list, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +252,7 @@ def test_register_decodes_only_the_bag_pairs_it_uses(tmp_path: Path, estimated: 
     640x512 bags): now pairs come from the header stamps and only the chosen ones are decoded."""
     from fusion_ros.bag import BagMessage, expected_pairs
 
-    _numbered_bag(tmp_path / "bag", 40)
+    numbered_bag(tmp_path / "bag", 40)
     decoded = []
     original = BagMessage.decode
     monkeypatch.setattr(BagMessage, "decode", lambda self: decoded.append(self.topic) or original(self))

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--thermal-topic", default=DEFAULT_THERMAL_TOPIC, help=f"thermal sensor_msgs/Image topic (default {DEFAULT_THERMAL_TOPIC})")
-    parser.add_argument("--rgb-topic", default=DEFAULT_RGB_TOPIC, help=f"RGB sensor_msgs/Image topic (default {DEFAULT_RGB_TOPIC})")
+    parser.add_argument("--rgb-topic", default=DEFAULT_RGB_TOPIC, help=f"RGB sensor_msgs/Image or CompressedImage topic (default {DEFAULT_RGB_TOPIC})")
     parser.add_argument("--fused-topic", default=DEFAULT_FUSED_TOPIC, help=f"output topic (default {DEFAULT_FUSED_TOPIC})")
     parser.add_argument("--slop", type=float, default=0.05, help="largest thermal/RGB stamp difference of a pair, seconds (default 0.05)")
     parser.add_argument("--queue-size", type=int, default=100, help="synchronizer queue per input (default 100)")

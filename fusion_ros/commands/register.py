@@ -8,19 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusion_ros.bag import (DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, BagMessage, bag_topics, cdr_header,
+from fusion_ros.bag import (DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, cdr_header, check_input_topics, decode_input,
                             expected_pairs, read_messages)
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.evaluate import find_pairs
-from fusion_ros.image_msgs import compressed_from_msg, thermal_from_msg, visible_from_msg
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registration import EstimatorConfig, Registration, RegistrationError, RegistrationResult, estimate_homography
 from fusion_ros.registration.estimate import check_limit, check_pair_sizes
 from fusion_ros.registration.features import to_gray
 from fusion_ros.registration.params_file import write_params_yaml
-
-#: What image_transport's ``compressed`` publishes (the node's ``rgb.transport: compressed`` input).
-COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
 
 NAME = "register"
 HELP = "estimate the thermal→RGB homography from frame pairs (two images, a folder with ir/ and vi/, or a rosbag2)"
@@ -63,26 +59,6 @@ def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarra
     return pairs
 
 
-def _check_bag_types(path: Path, thermal_topic: str, rgb_topic: str) -> None:
-    """Refuse, before reading the bag, a topic whose messages register cannot decode: RGB may be raw or
-    compressed (the node's ``rgb.transport``), thermal only raw, as the node takes it (a codec would lose
-    the counts). A missing topic is left to :func:`read_messages`, which lists the bag's topics."""
-    types = {topic: msgtype for topic, (msgtype, _) in bag_topics(path).items()}
-    accepted = {thermal_topic: ("thermal", (IMAGE_MSGTYPE,)), rgb_topic: ("RGB", (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE))}
-    for topic, (role, msgtypes) in accepted.items():
-        if types.get(topic, IMAGE_MSGTYPE) not in msgtypes:
-            raise InputError(f"{role} topic {topic} holds {types[topic]}; register reads {role} frames as "
-                             f"{' or '.join(msgtypes)}")
-
-
-def _bag_pixels(message: BagMessage, thermal: bool) -> np.ndarray:
-    """A bag image's pixels, decoded as the node decodes them (compressed RGB as with ``rgb.transport: compressed``)."""
-    msg = message.decode()
-    if thermal:
-        return thermal_from_msg(msg)
-    return (compressed_from_msg(msg) if message.msgtype == COMPRESSED_MSGTYPE else visible_from_msg(msg)).rgb
-
-
 def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Synchronized pairs of the bag (the node's pairing rule), ``frames`` of them spread over its length.
 
@@ -90,7 +66,7 @@ def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, fr
     memory holds the stamps and ``frames`` pairs, however long the recording (decoding every 640x512
     pair took 18 MB per second of bag).
     """
-    _check_bag_types(path, thermal_topic, rgb_topic)
+    check_input_topics(path, thermal_topic, rgb_topic)
     stamps = expected_pairs(path, thermal_topic, rgb_topic, slop_s)
     if not stamps:
         raise InputError(f"bag {path} has no thermal/RGB pairs within {slop_s} s on {thermal_topic} and {rgb_topic}")
@@ -100,7 +76,9 @@ def _bag_pairs(path: Path, thermal_topic: str, rgb_topic: str, slop_s: float, fr
     for message in read_messages(path, [thermal_topic, rgb_topic]):
         key = (message.topic, cdr_header(message.raw)[0])
         if key in wanted and key not in images:
-            images[key] = _bag_pixels(message, message.topic == thermal_topic)
+            thermal = message.topic == thermal_topic
+            _, decoded = decode_input(message, thermal)
+            images[key] = decoded if thermal else decoded.rgb
             if len(images) == len(wanted):
                 break
     pairs = [(images[(thermal_topic, t)], images[(rgb_topic, r)]) for t, r in picked]
