@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "EvaluationConfig",
     "EvaluationResult",
+    "IMAGE_SUFFIXES",
     "FusedSource",
     "ImagePair",
     "evaluate",
@@ -55,7 +56,8 @@ __all__ = [
 #: Metrics computed unless asked otherwise: all but FMI, which costs ~3 s per 768×576 image.
 DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "FMI")
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+#: Image files a dataset folder may hold (lower-case suffixes).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -138,17 +140,29 @@ class EvaluationResult:
         return out
 
 
-def find_pairs(data: Path) -> list[ImagePair]:
-    """The pairs of ``data/ir`` and ``data/vi`` whose file stems match, sorted by name."""
-    ir_dir, vi_dir = Path(data) / "ir", Path(data) / "vi"
+def find_pairs(data: str | Path, on_unmatched: Callable[[str], None] | None = None) -> list[ImagePair]:
+    """The pairs of ``data/ir`` and ``data/vi`` whose file stems match, sorted by name.
+
+    ``on_unmatched`` is told (one line) about images that have no partner of the same name, which are
+    skipped: a typo in a file name should not silently shrink a dataset.
+    """
+    root = Path(data).expanduser()
+    ir_dir, vi_dir = root / "ir", root / "vi"
     for d in (ir_dir, vi_dir):
         if not d.is_dir():
-            raise InputError(f"dataset folder {data} has no {d.name}/ subfolder (expected ir/ and vi/ with matching names)")
-    ir = {p.stem: p for p in ir_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
-    vi = {p.stem: p for p in vi_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
+            raise InputError(f"folder {root} has no {d.name}/ subfolder (expected ir/ and vi/ with matching names)")
+
+    def images(d: Path) -> dict[str, Path]:
+        return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+
+    ir, vi = images(ir_dir), images(vi_dir)
     names = sorted(ir.keys() & vi.keys())
     if not names:
         raise InputError(f"no matching image names in {ir_dir} and {vi_dir}")
+    unmatched = sorted(ir.keys() ^ vi.keys())
+    if unmatched and on_unmatched is not None:
+        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        on_unmatched(f"{len(unmatched)} image(s) in {ir_dir} or {vi_dir} have no partner of the same name, skipped: {shown}")
     return [ImagePair(n, ir[n], vi[n]) for n in names]
 
 
@@ -172,7 +186,7 @@ def parse_fused_dirs(specs: Sequence[str]) -> list[FusedSource]:
         folder = Path(path if sep else spec)
         if not folder.is_dir():
             raise InputError(f"--fused-dir {folder} is not a folder")
-        has_images = any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir())
+        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
         if sep or has_images:
             out.append(FusedSource(label if sep else folder.name, folder))
         else:

@@ -109,6 +109,8 @@ def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_pairs_and_fused_folder_parsing(dataset: Path) -> None:
-    assert [p.name for p in find_pairs(dataset)] == list(NAMES)  # 'unpaired' has no visible partner
+    told: list[str] = []
+    assert [p.name for p in find_pairs(dataset, on_unmatched=told.append)] == list(NAMES)  # 'unpaired' has no partner
+    assert len(told) == 1 and "1 image(s)" in told[0] and "unpaired" in told[0]
     assert [(f.label, f.folder.name) for f in parse_fused_dirs([str(dataset / "published")])] == [("ext", "ext")]
     assert [f.label for f in parse_fused_dirs([f"x={dataset / 'published' / 'ext'}"])] == ["x"]

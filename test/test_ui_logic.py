@@ -301,7 +301,7 @@ def test_find_pairs_matches_stems(tmp_path: Path) -> None:
     pairs = logic.find_pairs(tmp_path)
     assert [p.name for p in pairs] == ["a", "b"]
     assert pairs[0].ir == tmp_path / "ir" / "a.png" and pairs[0].vi == tmp_path / "vi" / "a.jpg"
-    with pytest.raises(InputError, match="ir/ and a vi/"):
+    with pytest.raises(InputError, match="expected ir/ and vi/"):
         logic.find_pairs(tmp_path / "ir")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -52,7 +53,7 @@ def _spread(count: int, frames: int) -> list[int]:
 def _folder_pairs(folder: Path, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``frames`` pairs of ``folder``'s ir/ and vi/ spread over their names; sizes that differ are reported
     by file name (the estimator only knows pair numbers)."""
-    found = find_pairs(folder)
+    found = find_pairs(folder, on_unmatched=lambda line: print(f"warning: {line}", file=sys.stderr))
     picked = [found[i] for i in _spread(len(found), frames)]
     pairs = [(read_image(p.ir), read_image(p.vi)) for p in picked]
     check_pair_sizes(pairs, [f"{p.ir} + {p.vi}" for p in picked])

@@ -202,12 +202,9 @@ def _input_pair(args: argparse.Namespace) -> tuple[str, np.ndarray, np.ndarray] 
             st.info("type a folder that holds ir/ and vi/")
             return None
         try:
-            pairs = logic.find_pairs(folder)
+            pairs = logic.find_pairs(folder)  # no pairs at all is an error that says why
         except FusionError as err:
             st.error(str(err))
-            return None
-        if not pairs:
-            st.warning(f"no pairs: {folder}/ir and {folder}/vi have no images with the same name")
             return None
         names = [p.name for p in pairs]
         name = st.selectbox(f"pair ({len(pairs)})", names, key="pair")

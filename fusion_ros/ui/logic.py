@@ -28,6 +28,7 @@ import yaml
 
 from fusion_ros.config import NODE_NAME, FusionConfig, build_config, parameter_table, parse_params_yaml
 from fusion_ros.errors import ConfigError, InputError
+from fusion_ros.evaluate import IMAGE_SUFFIXES, find_pairs
 from fusion_ros.options import build_options, field_default, options_as_dict
 from fusion_ros.registration import Registration
 from fusion_ros.registry import MethodInfo, get_method_class, list_methods, method_names
@@ -39,7 +40,6 @@ __all__ = [
     "INPUT_PARAMS",
     "KEY_METRICS",
     "NODE_NAME",
-    "PairFiles",
     "Settings",
     "WidgetSpec",
     "array_digest",
@@ -73,9 +73,6 @@ HOMOGRAPHY_KEY = "node__registration_homography"
 
 #: The metrics the page shows for every fused image (names of :data:`fusion_ros.metrics.METRICS`).
 KEY_METRICS: tuple[str, ...] = ("EN", "MI", "Qabf", "SSIM", "VIF")
-
-#: File suffixes looked for in a pair folder's ``ir/`` and ``vi/``.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 T = TypeVar("T")
 WidgetKind = Literal["checkbox", "select", "slider", "number", "text", "floats"]
@@ -393,29 +390,6 @@ def method_infos(weights_dir: Path | None = None) -> dict[str, MethodInfo]:
 # --------------------------------------------------------------------------------------------
 # Inputs, caching, display
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairFiles:
-    """One thermal/visible pair of a folder: files with the same stem in ``ir/`` and ``vi/``."""
-
-    name: str
-    ir: Path
-    vi: Path
-
-
-def find_pairs(folder: str | Path) -> list[PairFiles]:
-    """Pairs of ``folder/ir/*`` and ``folder/vi/*`` matched by file stem, sorted by name."""
-    root = Path(folder).expanduser()
-    ir_dir, vi_dir = root / "ir", root / "vi"
-    if not ir_dir.is_dir() or not vi_dir.is_dir():
-        raise InputError(f"{root} needs an ir/ and a vi/ folder with images of the same names")
-
-    def images(d: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
-
-    ir, vi = images(ir_dir), images(vi_dir)
-    return [PairFiles(stem, ir[stem], vi[stem]) for stem in sorted(ir.keys() & vi.keys())]
 
 
 def cache_key(*parts: Any) -> str:
