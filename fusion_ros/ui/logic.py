@@ -347,7 +347,8 @@ def export_yaml(params: Mapping[str, Any], node_name: str = NODE_NAME) -> str:
     header = (
         "# fusion_ros node parameters, exported by `fusion-ros ui`.\n"
         "# ros2 launch fusion_ros fuse.launch.py params_file:=THIS_FILE\n"
-        "# ros2 run fusion_ros fusion_node --ros-args --params-file THIS_FILE\n"
+        "# ros2 run fusion_ros fusion_node --ros-args --params-file THIS_FILE  (with FASTDDS_DEFAULT_PROFILES_FILE set to\n"
+        "#   the shipped config/fastdds_shm.xml, as the launch file sets it: large images need it between processes)\n"
     )
     return header + yaml.dump(doc, Dumper=_ParamsDumper, sort_keys=False, default_flow_style=False, width=120)
 
