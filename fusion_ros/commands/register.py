@@ -162,8 +162,8 @@ def estimator_config(args: argparse.Namespace) -> EstimatorConfig:
 
 
 def _number(value: float) -> str:
-    """10 significant digits without an exponent: ``-1.3e-05`` pasted after ``fusion-ros fuse --homography``
-    would be taken for an option by argparse, ``-0.000013`` is a negative number to it."""
+    """10 significant digits without an exponent, a number to any tool it is pasted into: argparse before
+    Python 3.14 takes ``-1.3e-05`` for an option (``fusion-ros``'s own parser reads both)."""
     return np.format_float_positional(value, precision=10, fractional=False, trim="-")
 
 
