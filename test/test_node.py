@@ -1115,6 +1115,39 @@ def test_diagnostics_warn_when_most_pairs_are_dropped_and_error_when_nothing_is_
     assert level == ERROR and "nothing published for 31 s" in message and "no thermal message" in message
 
 
+def test_diagnostics_measure_silence_from_the_last_message_not_from_the_start():
+    """An hour-old node whose cameras paused for 8 s: "no message for 8 s", not for the node's uptime (the rate
+    window's trimming lost the last tick, and silence was measured from the start: ERROR after any 5 s gap)."""
+    from fusion_ros.ros.diagnostics import WARN, NodeStats
+
+    stats = NodeStats()
+    t0 = stats.started + 3600.0
+    for k in range(100):  # both inputs paired and fused at 20 Hz for 5 s, then nothing
+        t = t0 + k * 0.05
+        for meter in (stats.inputs["thermal"], stats.inputs["rgb"], stats.pairs, stats.outputs):
+            meter.tick(t)
+    level, message, _ = _status(stats, t0 + 5.0 + 8.0)
+    assert level == WARN and "no thermal message for 8 s" in message and "nothing published" not in message
+
+
+def test_diagnostics_blame_rejected_inputs_before_the_synchronizer_and_name_the_topic():
+    from fusion_ros.ros.diagnostics import ERROR, WARN, NodeStats
+
+    stats = NodeStats()
+    stats.topics = {"thermal": "/robot/ir/image_raw", "rgb": "/robot/rgb/image_raw"}
+    t0 = stats.started
+    for k in range(100):  # both arrive, every thermal message is rejected
+        stats.inputs["thermal"].tick(t0 + k * 0.05)
+        stats.inputs["rgb"].tick(t0 + k * 0.05)
+    stats.bad_input("thermal", "thermal encoding 'rgb8' is not supported")  # now, i.e. just after t0
+    level, message, _ = _status(stats, t0 + 4.96)
+    assert level == WARN and message == "inputs arrive but are rejected: thermal: thermal encoding 'rgb8' is not supported"
+    quiet = NodeStats()
+    quiet.topics = {"thermal": "/robot/ir/image_raw", "rgb": "/robot/rgb/image_raw"}
+    level, message, _ = _status(quiet, quiet.started + 31.0)
+    assert level == ERROR and "(/robot/ir/image_raw after remaps)" in message
+
+
 def test_diagnostics_flag_stamps_from_another_clock():
     from fusion_ros.ros.diagnostics import NodeStats
 

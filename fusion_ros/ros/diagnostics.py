@@ -55,12 +55,14 @@ class RateMeter:
         self.window_s = window_s
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
+        self._last: float | None = None  # kept when the window trims the deque: silence is measured from it
         self.total = 0
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._times.append(now)
+            self._last = now
             self.total += 1
             self._trim(now)
 
@@ -80,9 +82,9 @@ class RateMeter:
             return (n - 1) / span if span > 0 else 0.0
 
     def last(self) -> float | None:
-        """Monotonic time of the last tick, if any."""
+        """Monotonic time of the last tick ever (not only within the window), if any."""
         with self._lock:
-            return self._times[-1] if self._times else None
+            return self._last
 
 
 class Samples:
@@ -136,6 +138,8 @@ class NodeStats:
         self.qos_incompatible: dict[str, str] = {}
         #: messages the middleware reports lost before they reached a callback, per input
         self.lost: dict[str, int] = {}
+        #: input stream → the resolved topic it is subscribed on (after namespace and remaps), set by the node
+        self.topics: dict[str, str] = {}
         self.off_clock = 0
         self.off_clock_s = 0.0
 
@@ -199,8 +203,18 @@ def _why_silent(stream: str, stats: NodeStats) -> str:
     qos = stats.qos_incompatible.get(stream)
     if qos:
         return qos
-    return ("check the topic name (remaps), that the camera publishes, and its QoS; large images between processes "
-            "also need the shipped Fast DDS profile on both ends (FASTDDS_DEFAULT_PROFILES_FILE, set by fuse.launch.py)")
+    topic = stats.topics.get(stream)
+    return (f"check the topic name{f' ({topic} after remaps)' if topic else ' (remaps)'}, that the camera publishes, and "
+            "its QoS; large images between processes also need the shipped Fast DDS profile on both ends "
+            "(FASTDDS_DEFAULT_PROFILES_FILE, set by fuse.launch.py)")
+
+
+def _why_unpaired(stats: NodeStats, now: float) -> str:
+    """Inputs arrive but make no pair: rejected messages (a wrong encoding, a size) are the likelier reason when
+    there are any, before stamps and ``sync.slop``."""
+    if stats.last_error_time is not None and stats.last_error_time > now - _RECENT_S:
+        return f"inputs arrive but are rejected: {stats.last_error}"
+    return "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
 
 
 def summarize(
@@ -236,7 +250,7 @@ def summarize(
         if reason_in:
             why = reason_in
         elif stats.pairs.last() is None or stats.pairs.last() < now - _RECENT_S:
-            why = "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
+            why = _why_unpaired(stats, now)
         else:
             why = f"pairs arrive but fusion fails: {stats.last_error or 'see the log'}"
         level, message = ERROR, f"nothing published for {silent_out:.0f} s: {why}"
@@ -244,7 +258,7 @@ def summarize(
         level, message = WARN, reason_in
     elif last_in and max(last_in) > now - _RECENT_S and (last_out is None or last_out < now - _RECENT_S):
         if stats.pairs.last() is None or stats.pairs.last() < now - _RECENT_S:
-            level, message = WARN, "inputs arrive but none pair: check stamps, sync.slop and that both cameras publish"
+            level, message = WARN, _why_unpaired(stats, now)
         else:
             level, message = WARN, "pairs arrive but nothing was published in the last 5 s"
     elif pair_rate > 0 and out_rate < _LOW_OUTPUT_SHARE * pair_rate:

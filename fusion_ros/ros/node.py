@@ -118,12 +118,14 @@ class FusionNode(Node):
         out_events = PublisherEventCallbacks(incompatible_qos=lambda e: self._incompatible_qos("output", e))
         self._fused_pub = self.create_publisher(Image, "fused/image_raw", out_qos, event_callbacks=out_events)
         self._info_pub = self.create_publisher(CameraInfo, "fused/camera_info", out_qos)
-        self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos, event_callbacks=self._input_events(THERMAL))
+        thermal_sub = self.create_subscription(Image, "thermal/image_raw", self._on_thermal, in_qos,
+                                               event_callbacks=self._input_events(THERMAL))
         if values["rgb.transport"] == "compressed":
-            self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos,
-                                     event_callbacks=self._input_events(RGB))
+            rgb_sub = self.create_subscription(CompressedImage, "rgb/image_raw/compressed", self._on_rgb_compressed, in_qos,
+                                               event_callbacks=self._input_events(RGB))
         else:
-            self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos, event_callbacks=self._input_events(RGB))
+            rgb_sub = self.create_subscription(Image, "rgb/image_raw", self._on_rgb, in_qos, event_callbacks=self._input_events(RGB))
+        self.stats.topics = {THERMAL: thermal_sub.topic_name, RGB: rgb_sub.topic_name}  # resolved: what /diagnostics names
         self.create_subscription(CameraInfo, "rgb/camera_info", self._on_camera_info, in_qos)
 
         self.add_on_set_parameters_callback(self._validate_parameters)
