@@ -674,6 +674,33 @@ def test_a_bad_parameter_at_startup_is_a_config_error_naming_it(context, name, v
         FusionNode("fusion_node_bad", context=context, parameter_overrides=[Parameter(name, value=value)])
 
 
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("thermal.normalization", "bogus", "thermal normalization must be auto, percentile or fixed"),
+    ("registration.homography", [1.0, 2.0], "homography"),
+    ("method", "no_such_method", "no_such_method"),
+])
+def test_a_wrong_value_at_startup_stops_the_node_instead_of_running_defaults(context, name, value, says):
+    """It ran the defaults (an identity homography, a fallback method) with one garbled ERROR: a robot fusing
+    misaligned frames. A method that cannot run (weights missing) still falls back, as before."""
+    from rclpy.parameter import Parameter
+
+    from fusion_ros.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"invalid parameters: .*{says}"):
+        FusionNode("fusion_node_wrong", context=context, parameter_overrides=[Parameter(name, value=value)])
+
+
+def test_a_parameter_the_node_does_not_have_is_named_at_startup(context, capfd):
+    from rclpy.parameter import Parameter
+
+    node = FusionNode("fusion_node_typo", context=context,
+                      parameter_overrides=[Parameter("sync.slope", value=0.2), Parameter("pyramid.level", value=3)])
+    try:
+        assert "ignoring parameters fusion_node does not have: pyramid.level, sync.slope" in capfd.readouterr().err
+    finally:
+        node.destroy_node()
+
+
 def test_load_failure_keeps_the_old_method_and_reverts_the_parameter(ros):
     with fake_method("test_broken", fails=True):
         result = ros.ros2_param_set("method", "test_broken")
@@ -696,6 +723,11 @@ def test_live_sync_settings_ranges_and_read_only(ros):
     read_only = ros.ros2_param_set("qos.depth", "3")
     assert not read_only.successful and "read-only" in read_only.reason
     assert ros.ros2_param_set("registration.homography", "[1, 0, 0, 0, 1, 0, 0, 0, 1]").successful  # ints accepted
+    assert isinstance(ros.ros2_param_get("registration.homography")[0], float)  # and stored as doubles
+    whole = ros.ros2_param_set("sync.slop", "1")  # `ros2 param set /fusion_node sync.slop 1` sends an integer
+    assert whole.successful, whole.reason
+    assert ros.node.sync.slop_s == 1.0 and ros.ros2_param_get("sync.slop") == 1.0
+    assert isinstance(ros.ros2_param_get("sync.slop"), float)
     singular = ros.ros2_param_set("registration.homography", "[0, 0, 0, 0, 0, 0, 0, 0, 1]")
     assert not singular.successful and "singular" in singular.reason
     zeros = ros.ros2_param_set("registration.homography", "[0, 0, 0, 0, 0, 0, 0, 0, 0]")

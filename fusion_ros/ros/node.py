@@ -41,7 +41,7 @@ from fusion_ros.registry import DEFAULT_METHOD
 from fusion_ros.runtime import trim_heap
 from fusion_ros.ros.auto_registration import AutoRegistrationHook, RegistrationSaver
 from fusion_ros.ros.diagnostics import DiagnosticsPublisher, Limits, MethodState, NodeStats, summarize
-from fusion_ros.ros.params import descriptor
+from fusion_ros.ros.params import as_declared, descriptor
 from fusion_ros.ros.qos import qos_profile
 from fusion_ros.ros.worker import FusionWorker
 from fusion_ros.sync import RGB, THERMAL, ApproximateTimeSynchronizer, header_stamp_ns
@@ -73,6 +73,7 @@ class FusionNode(Node):
         self._specs = {spec.name: spec for spec in parameter_table()}
         for spec in self._specs.values():
             self._declare(spec)
+        self._warn_unknown_parameters()
         values = self._values()
         if str(values["device"]).startswith("cuda") and not torch.cuda.is_available():
             self.get_logger().warning(f"CUDA not available, running on CPU (device {values['device']!r} requested; "
@@ -128,6 +129,7 @@ class FusionNode(Node):
         self.stats.topics = {THERMAL: thermal_sub.topic_name, RGB: rgb_sub.topic_name}  # resolved: what /diagnostics names
         self.create_subscription(CameraInfo, "rgb/camera_info", self._on_camera_info, in_qos)
 
+        self.add_pre_set_parameters_callback(self._as_declared)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._jump_handle = self.get_clock().create_jump_callback(
@@ -154,20 +156,39 @@ class FusionNode(Node):
         (``main`` logs it on one line and exits 1).
         """
         given = self._parameter_overrides.get(spec.name)  # rclpy's record of the values given at start
+        declared = given if given is None else as_declared(spec, given)
         try:
-            if given is not None and isinstance(spec.default, float) and given.type_ == Parameter.Type.INTEGER:
-                self.declare_parameter(spec.name, float(given.value), descriptor(spec), ignore_override=True)
-            else:
+            if declared is not given:  # whole numbers made doubles: declared with them, past rclpy's type check
+                self.declare_parameter(spec.name, declared.value, descriptor(spec), ignore_override=True)
+            else:  # rclpy takes the given value, checking its type and range
                 self.declare_parameter(spec.name, spec.default, descriptor(spec))
         except (InvalidParameterTypeException, InvalidParameterValueException) as err:
             raise ConfigError(f"parameter {spec.name}: {err}") from None
+
+    def _warn_unknown_parameters(self) -> None:
+        """A name given at start that the node does not have (``sync.slope``, ``pyramid.level``) would be ignored
+        without a word by rclpy: say which, once."""
+        unknown = sorted(n for n in self._parameter_overrides if not self.has_parameter(n) and not n.startswith("qos_overrides."))
+        if unknown:
+            self.get_logger().warning(f"ignoring parameters fusion_node does not have: {', '.join(unknown)} "
+                                      "(`fusion-ros params` lists them all)")
+
+    def _as_declared(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Pre-set callback: ``ros2 param set /fusion_node sync.slop 1`` is taken as 1.0 (:func:`as_declared`)."""
+        return [as_declared(self._specs[p.name], p) if p.name in self._specs else p for p in parameters]
 
     def _values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in self._specs}
 
     def _build_first(self, values: dict[str, Any]) -> tuple[Fuser, FusionConfig, str]:
-        """Build the configured method; if it cannot run, the default method (same settings,
-        then all defaults), and report why. Raises only if even the defaults fail."""
+        """Build the configured method; if it cannot run (weights missing, a failed load), the default method
+        (same settings, then all defaults), and report why: a robot keeps fusing. A wrong value (an unknown method,
+        a bad homography) raises :class:`ConfigError` instead (``main``: "cannot start"), as does a failure of the
+        defaults."""
+        try:
+            build_config(values, check_available=False)  # a wrong value is the user's to fix, not a reason to fall back
+        except ConfigError as err:
+            raise ConfigError(f"invalid parameters: {err}") from None
         defaults = {name: spec.default for name, spec in self._specs.items()}
         fallback = dict(values, method=DEFAULT_METHOD, **{k: v for k, v in defaults.items() if k.startswith(f"{DEFAULT_METHOD}.")})
         attempts = [values, fallback, defaults]
@@ -203,10 +224,11 @@ class FusionNode(Node):
             config = build_config(values, check_available=False)
             if config.build_key != self._target.build_key:
                 config.check_available()
-        except FusionError as err:
-            return SetParametersResult(successful=False, reason=str(err))
         except Exception as err:  # noqa: BLE001 - never let a bad value crash the parameter service
-            return SetParametersResult(successful=False, reason=f"{type(err).__name__}: {err}")
+            reason = str(err) if isinstance(err, FusionError) else f"{type(err).__name__}: {err}"
+            # the caller sees the reason; the node's log keeps it for whoever reads it later
+            self.get_logger().warning(f"refused {', '.join(p.name for p in params)}: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
         self._validated = config
         return SetParametersResult(successful=True)
 
@@ -227,7 +249,7 @@ class FusionNode(Node):
         if config.build_key != previous.build_key:
             self._state = replace(self._state, loading=config.method)
             self.get_logger().info(f"loading {config.method!r} on {config.device} in the background "
-                                   f"({previous.method!r} fuses meanwhile; a newer request replaces this one)")
+                                   f"({self._running.method!r} fuses meanwhile; a newer request replaces this one)")
             self.worker.request_swap(lambda: Fuser.from_config(config), config)
         elif (config.thermal, config.registration) != (previous.thermal, previous.registration):
             self._reconfigure_running(config)

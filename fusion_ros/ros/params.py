@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 
 from fusion_ros.config import ParamSpec
 
-__all__ = ["descriptor"]
+__all__ = ["as_declared", "descriptor"]
 
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -32,3 +32,18 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         elif isinstance(spec.default, float):
             desc.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
     return desc
+
+
+def as_declared(spec: ParamSpec, given: Parameter) -> Parameter:
+    """``given`` with whole numbers as the doubles ``spec`` declares.
+
+    ``ros2 param set /fusion_node sync.slop 1``, ``-p sync.slop:=1`` and ``slop: 1`` in a params file all
+    send an integer, which rclpy refuses for a double parameter ("Wrong parameter type"); a number list
+    (``[1, 0, 0, …]``) arrives as integers too and would be stored as an integer array. Anything else is
+    returned as is, for rclpy and the config to check.
+    """
+    if isinstance(spec.default, float) and given.type_ == Parameter.Type.INTEGER:
+        return Parameter(given.name, value=float(given.value))
+    if spec.numbers and given.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(given.name, value=[float(v) for v in given.value])
+    return given
