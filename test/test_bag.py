@@ -208,6 +208,16 @@ def test_a_compressed_rgb_topic_fuses_as_its_raw_frames(tmp_path: Path) -> None:
     assert [m.raw for m in read_messages(tmp_path / "raw_out")] == [m.raw for m in read_messages(tmp_path / "compressed_out")]
 
 
+def test_replay_refuses_a_remap_of_a_topic_it_does_not_play(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in --remap played the topic under its old name without a word."""
+    pytest.importorskip("rclpy")
+    write_scene_bag(tmp_path / "in", _frames(0.2))
+    monkeypatch.setenv("ROS_DOMAIN_ID", "57")
+    assert main(["replay", str(tmp_path / "in"), "--remap", "/thermal/image_rawx:=/ir/image_raw"]) == 1
+    assert "remap of /thermal/image_rawx: not a played topic" in capsys.readouterr().err
+
+
 def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_scene_bag(tmp_path / "in", _frames(1.0))
     rc = main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "average", "--storage", "mcap",

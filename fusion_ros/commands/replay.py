@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="play N times back to back, stamps unchanged (0 = until Ctrl-C; default 1)")
     parser.add_argument("--topic", action="append", dest="topics", metavar="TOPIC", help="play only this topic (repeatable; default all)")
     parser.add_argument("--remap", action="append", type=_remap, default=[], metavar="FROM:=TO", help="publish a bag topic under another name")
-    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
-                        help="before playing, wait up to SECONDS until every played topic has a subscriber")
+    parser.add_argument("--wait-for-subscribers", type=float, default=5.0, metavar="SECONDS",
+                        help="before playing, wait up to SECONDS until every played topic has a subscriber (default 5; "
+                             "messages published before a subscriber matched are lost; 0: play at once)")
     parser.add_argument("--best-effort", action="store_true",
                         help="best-effort publishers (default reliable, which also reaches best-effort subscribers)")
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             node = rclpy.create_node("fusion_ros_replay", context=init.context)
             try:
                 player = BagPlayer(node, args.bag, args.topics, dict(args.remap), reliable=not args.best_effort)
-                if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
+                if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers, stop=stop):
                     missing = [t for t, n in player.subscriber_counts().items() if n == 0]
                     print(f"warning: no subscriber on {', '.join(missing)} after {args.wait_for_subscribers:g} s; playing anyway",
                           file=sys.stderr)

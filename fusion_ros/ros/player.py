@@ -76,6 +76,10 @@ class BagPlayer:
             raise ConfigError(f"bag {self.path} has no topic {', '.join(missing)} (topics: {', '.join(sorted(available))})")
         self.topics = wanted
         remap = dict(remap or {})
+        unplayed = sorted(set(remap) - set(wanted))
+        if unplayed:  # a typo would otherwise play the topic under its old name without a word
+            raise ConfigError(f"remap of {', '.join(unplayed)}: not a played topic of bag {self.path} "
+                              f"(played: {', '.join(sorted(wanted))})")
         self._node = node
         self._publishers = {
             t: node.create_publisher(message_class(available[t][0]), remap.get(t, t), qos_profile(reliable, depth)) for t in wanted
@@ -85,11 +89,12 @@ class BagPlayer:
         """Matched subscriptions per bag topic."""
         return {t: p.get_subscription_count() for t, p in self._publishers.items()}
 
-    def wait_for_subscribers(self, timeout_s: float, topics: Iterable[str] | None = None) -> bool:
-        """Wait until every (or each listed) topic has a subscriber; False on timeout."""
+    def wait_for_subscribers(self, timeout_s: float, topics: Iterable[str] | None = None,
+                             stop: threading.Event | None = None) -> bool:
+        """Wait until every (or each listed) topic has a subscriber; False on timeout or when ``stop`` is set."""
         names = list(topics) if topics is not None else self.topics
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             if all(self._publishers[t].get_subscription_count() > 0 for t in names):
                 return True
             time.sleep(0.05)
