@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from fusion_ros.cli import main
+from fusion_ros.commands import method_options
+from fusion_ros.errors import ConfigError
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registry import list_methods
 
@@ -44,6 +46,8 @@ def test_sixteen_bit_thermal_file_round_trips(tmp_path: Path) -> None:
         (["--opt", "nope=1"], "unknown option(s) nope for method 'balanced'; valid: levels"),
         (["--opt", "levels=99"], "option balanced.levels: 99 is outside [1, 10]"),
         (["--opt", "levels=abc"], "option balanced.levels: 'abc' is not a valid int"),
+        (["--opt", "balanced.levels=99"], "option balanced.levels: 99 is outside [1, 10]"),
+        (["--opt", "pyramid.levels=3"], "--opt pyramid.levels=3: 'pyramid' is not a method of this run (balanced)"),
         (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
         (["--precision", "fp16", "--device", "cpu"], "precision fp16 needs a CUDA device"),
     ],
@@ -53,6 +57,18 @@ def test_errors_are_one_line(pair: tuple[Path, Path], tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_opt_takes_both_forms_in_every_command() -> None:
+    assert method_options(["levels=3", "pyramid.ir_weight= 0.4"], ["pyramid"]) == {"pyramid": {"levels": "3", "ir_weight": "0.4"}}
+    assert method_options(["average.ir_weight=0.3", "max.x=1"], ["average", "max"]) == {"average": {"ir_weight": "0.3"}, "max": {"x": "1"}}
+    with pytest.raises(ConfigError, match=r"2 methods run \(average, max\); prefix the option with one of them"):
+        method_options(["ir_weight=0.3"], ["average", "max"])
+    with pytest.raises(ConfigError, match="'pyramid' is not a method of this run"):
+        method_options(["pyramid.levels=3"], ["average", "max"])
+    for bad in ("levels", "=3", ".levels=3", "pyramid.=3"):
+        with pytest.raises(ConfigError, match="--opt expects NAME=VALUE or METHOD.NAME=VALUE"):
+            method_options([bad], ["pyramid"])
 
 
 @pytest.mark.parametrize("sizes", ["640", "640x", "axb", "640x512,8x8"])

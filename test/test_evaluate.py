@@ -103,7 +103,11 @@ def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["evaluate", "--data", str(dataset), "--metrics", "EN,XYZ", "--quiet", "--out", str(tmp_path / "x")]) == 1
     assert "unknown metric" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(dataset), "--opt", "average.ir_weight=0.3", "--quiet"]) == 1
-    assert "not in --methods" in capsys.readouterr().err
+    assert "'average' is not a method of this run (balanced)" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--methods", "average", "--opt", "ir_weight=2", "--quiet"]) == 1
+    assert "option average.ir_weight: 2.0 is outside [0.0, 1.0]" in capsys.readouterr().err  # NAME=VALUE: the one method's
+    assert main(["evaluate", "--data", str(dataset), "--methods", "average,max", "--opt", "ir_weight=0.3", "--quiet"]) == 1
+    assert "prefix the option with one of them, METHOD.NAME=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(dataset), "--preset", "matlab"])
 

@@ -3,6 +3,10 @@ argument parsers they share."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
+from fusion_ros.errors import ConfigError
+
 
 def parse_size(text: str, low: int, high: int) -> tuple[int, int]:
     """``"640x512"`` → ``(640, 512)``; ``ValueError`` unless it is WIDTHxHEIGHT with both sides in [low, high]."""
@@ -14,3 +18,27 @@ def parse_size(text: str, low: int, high: int) -> tuple[int, int]:
     if not sep or not (low <= width <= high and low <= height <= high):
         raise ValueError(f"WIDTHxHEIGHT within {low}..{high}, got {text!r}")
     return width, height
+
+
+def method_options(pairs: list[str], methods: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--opt`` values → ``{method: {name: value}}`` (typed later by the method), for every command alike.
+
+    ``METHOD.NAME=VALUE`` names one of ``methods``; a plain ``NAME=VALUE`` applies when only one method
+    runs. So a line copied from ``fuse`` works in ``evaluate`` and the other way round, and a prefix
+    of a method that does not run is an error instead of an option silently not applied.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        method, dot, name = key.strip().rpartition(".")
+        if not sep or not name or (dot and not method):
+            raise ConfigError(f"--opt expects NAME=VALUE or METHOD.NAME=VALUE, got {pair!r}")
+        if not dot:
+            if len(methods) != 1:
+                raise ConfigError(f"--opt {pair}: {len(methods)} methods run ({', '.join(methods) or 'none'}); "
+                                  "prefix the option with one of them, METHOD.NAME=VALUE")
+            method = methods[0]
+        elif method not in methods:
+            raise ConfigError(f"--opt {pair}: {method!r} is not a method of this run ({', '.join(methods) or 'none'})")
+        out.setdefault(method, {})[name] = value.strip()
+    return out

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fusion_ros.commands import parse_size
+from fusion_ros.commands import method_options, parse_size
 from fusion_ros.detection.adapters import FORMATS
 from fusion_ros.detection.study import DetectionConfig
 from fusion_ros.errors import ConfigError
@@ -24,18 +24,6 @@ HELP = "score fusion methods on a folder of ir/ + vi/ pairs: metrics table, plot
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """``["pyramid.levels=4"]`` → ``{"pyramid": {"levels": "4"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method or not name:
-            raise ConfigError(f"--opt expects METHOD.NAME=VALUE, got {pair!r}")
-        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
-    return out
 
 
 def _metrics(text: str | None) -> tuple[str, ...]:
@@ -100,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>)")
     parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
-    parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE", help="method option (repeatable)")
+    parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="option of one method (repeatable); NAME=VALUE when one method runs")
     parser.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--contact-pairs", type=int, default=3, help="pairs shown on the contact sheet (default 3)")
     parser.add_argument("--save-fused", action="store_true", help="also write every fused image to <out>/fused/<method>/")
@@ -112,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
     methods = _split(args.methods) if args.methods is not None else ([] if fused else [DEFAULT_METHOD])
     for m in methods:
         get_method_class(m)  # an unknown name fails before any image is read
-    options = _method_options(args.opt)
-    stray = sorted(set(options) - set(methods))
-    if stray:
-        raise ConfigError(f"--opt names method(s) not in --methods: {', '.join(stray)}")
+    options = method_options(args.opt, methods)
     detection = None
     if args.detector:
         try:
