@@ -79,6 +79,13 @@ def test_bench_sizes_are_checked_before_any_run(sizes: str, tmp_path: Path, caps
     assert "Traceback" not in err and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("repeats", ["0", "-2"])
+def test_bench_repeats_are_checked_before_any_run(repeats: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--methods", "max", "--sizes", "64x64", "--repeats", repeats, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"error: --repeats must be at least 1, got {repeats}\n" and not any(tmp_path.iterdir())
+
+
 def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

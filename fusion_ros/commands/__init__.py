@@ -20,6 +20,15 @@ def parse_size(text: str, low: int, high: int) -> tuple[int, int]:
     return width, height
 
 
+def at_least(flag: str, value: int, low: int) -> int:
+    """``value``, or a one-line :class:`ConfigError` naming ``flag`` when it is below ``low``: argparse's
+    ``int`` takes any sign, and a count out of range would otherwise crash deep in a run or be read as
+    another setting (a negative ``--limit`` as "all")."""
+    if value < low:
+        raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    return value
+
+
 def method_options(pairs: list[str], methods: Sequence[str]) -> dict[str, dict[str, str]]:
     """``--opt`` values → ``{method: {name: value}}`` (typed later by the method), for every command alike.
 

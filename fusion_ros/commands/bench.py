@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fusion_ros.bench import bench_in_subprocess, markdown_table, plot, results_json
-from fusion_ros.commands import method_options, parse_size
+from fusion_ros.commands import at_least, method_options, parse_size
 from fusion_ros.errors import ConfigError
 from fusion_ros.options import build_options
 from fusion_ros.registry import get_method_class, method_names
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     for n in names:
         get_method_class(n)  # unknown names fail before any child starts
     sizes = _sizes(args.sizes)  # so do bad sizes
+    repeats = at_least("--repeats", args.repeats, 1)  # and no timed call (no percentile of nothing)
     options = method_options(args.opt, names)
     for method, values in options.items():
         build_options(get_method_class(method).Options, values, method)  # bad options fail before any child starts
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         for w, h in sizes:
             for malloc in mallocs:
-                r = bench_in_subprocess(name, w, h, args.device, args.repeats, malloc, options=options.get(name))
+                r = bench_in_subprocess(name, w, h, args.device, repeats, malloc, options=options.get(name))
                 print(f"{name:>10} {w}x{h} {malloc:>7}: median {r.median_ms:8.1f} ms  p95 {r.p95_ms:8.1f} ms  peak {r.peak_rss_mib:6.0f} MiB", file=sys.stderr)
                 results.append(r)
     table = markdown_table(results)
