@@ -108,6 +108,8 @@ def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     assert "option average.ir_weight: 2.0 is outside [0.0, 1.0]" in capsys.readouterr().err  # NAME=VALUE: the one method's
     assert main(["evaluate", "--data", str(dataset), "--methods", "average,max", "--opt", "ir_weight=0.3", "--quiet"]) == 1
     assert "prefix the option with one of them, METHOD.NAME=VALUE" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--limit", "-1", "--quiet", "--out", str(tmp_path / "l")]) == 1
+    assert capsys.readouterr().err == "error: --limit must be at least 0, got -1\n" and not (tmp_path / "l").exists()
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(dataset), "--preset", "matlab"])
 

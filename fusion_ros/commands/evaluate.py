@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fusion_ros.commands import method_options, parse_size
+from fusion_ros.commands import at_least, method_options, parse_size
 from fusion_ros.detection.adapters import FORMATS
 from fusion_ros.detection.study import DetectionConfig
 from fusion_ros.errors import ConfigError
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         options=options,
         weights_dir=args.weights_dir,
-        limit=max(args.limit, 0),
+        limit=at_least("--limit", args.limit, 0),
         contact_pairs=max(args.contact_pairs, 0),
         save_fused=args.save_fused,
         detection=detection,
