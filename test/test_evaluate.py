@@ -95,6 +95,15 @@ def test_evaluate_scores_only_given_folders(dataset: Path, tmp_path: Path) -> No
     assert "ms/pair" not in (out / "summary.md").read_text()
 
 
+def test_evaluate_says_when_it_replaces_a_report(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "--data", str(dataset), "--fused-dir", str(dataset / "published"), "--metrics", "EN",
+            "--out", str(tmp_path / "r"), "--quiet", "--contact-pairs", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert "replacing" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"replacing the report in {tmp_path / 'r'}\n" in capsys.readouterr().err
+
+
 def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--data", str(tmp_path), "--quiet"]) == 1
     assert "no ir/ subfolder" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--score-threshold", type=float, default=0.3, help="score where recall/precision are read (default 0.3)")
     det.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     det.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>)")
+    parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>); a report already there is replaced")
     parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
     parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE",
@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         detection=detection,
     )
     out = args.out or Path("evaluation") / Path(args.data).resolve().name
+    if (out / "summary.md").exists():  # replaced like bench's and demo's outputs; said, so it is not a surprise
+        print(f"replacing the report in {out}", file=sys.stderr)
     result = evaluate(config, progress=not args.quiet, out_dir=out)
     command = "fusion-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [NAME] else None
     paths = write_report(result, out, command=command)
