@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_ros.cli import main
-from fusion_ros.commands import method_options
+from fusion_ros.cli import build_parser, main
+from fusion_ros.commands import WEIGHTS_DIR_HELP, method_options
 from fusion_ros.errors import ConfigError
 from fusion_ros.imageio import read_image, write_image
 from fusion_ros.registry import list_methods
@@ -98,7 +98,8 @@ def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_methods_table_lists_default_and_availability(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["methods", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("balanced (default)")
+    assert out.splitlines()[0] == f"weights folder: {tmp_path}"
+    assert out.splitlines()[1].startswith("balanced (default)")
     for row in list_methods(tmp_path):
         assert row.name in out
         if row.needs_weights:
@@ -107,6 +108,22 @@ def test_methods_table_lists_default_and_availability(capsys: pytest.CaptureFixt
             assert row.reason in out
         else:
             assert row.available
+
+
+def test_methods_header_names_the_default_weights_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUSION_ROS_WEIGHTS_DIR", str(tmp_path))
+    assert main(["methods"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"weights folder: {tmp_path}"
+
+
+def test_every_weights_dir_flag_states_the_default_rule() -> None:
+    """One help text, the rule of default_weights_dir (not "the package's weights/", wrong once installed)."""
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    helps = {name: action.help for name, sub in commands.items() for action in sub._actions if "--weights-dir" in action.option_strings}
+    assert set(helps) == {"bag", "evaluate", "export", "fuse", "methods", "ui"}
+    assert set(helps.values()) == {WEIGHTS_DIR_HELP} and "$FUSION_ROS_WEIGHTS_DIR" in WEIGHTS_DIR_HELP
 
 
 def test_unavailable_method_error_names_the_file(pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

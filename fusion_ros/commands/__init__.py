@@ -8,6 +8,15 @@ from typing import Sequence
 from fusion_ros.errors import ConfigError
 
 
+#: ``--weights-dir`` of every command that has it: the rule of :func:`fusion_ros.weights.default_weights_dir`,
+#: which depends on where the package runs from, so "the package's weights/" misled installed users.
+WEIGHTS_DIR_HELP = (
+    "folder with the weight files (default: $FUSION_ROS_WEIGHTS_DIR if set, else the weights/ of the fusion_ros "
+    "checkout the package runs from or that is the current folder, else share/fusion_ros/weights of the install; "
+    "`fusion-ros methods` prints the one in use)"
+)
+
+
 def parse_size(text: str, low: int, high: int) -> tuple[int, int]:
     """``"640x512"`` → ``(640, 512)``; ``ValueError`` unless it is WIDTHxHEIGHT with both sides in [low, high]."""
     w, sep, h = text.strip().lower().partition("x")

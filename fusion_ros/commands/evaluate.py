@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fusion_ros.commands import at_least, method_options, parse_size
+from fusion_ros.commands import WEIGHTS_DIR_HELP, at_least, method_options, parse_size
 from fusion_ros.detection.adapters import FORMATS
 from fusion_ros.detection.study import DetectionConfig
 from fusion_ros.errors import ConfigError
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>); a report already there is replaced")
     parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
     parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="option of one method (repeatable); NAME=VALUE when one method runs")
     parser.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")

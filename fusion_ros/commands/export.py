@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fusion_ros.commands import method_options, parse_size
+from fusion_ros.commands import WEIGHTS_DIR_HELP, method_options, parse_size
 from fusion_ros.deploy.export import read_metadata
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import create_method
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--size", help="frame size WxH the graphs are fixed to")
     size.add_argument("--dynamic", action="store_true", help="graphs for any frame size (where the network allows it)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder to write the .onnx files to")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
     parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                         help="method option recorded in the graphs (repeatable); METHOD.NAME=VALUE is taken too")
     parser.add_argument("--random-weights", action="store_true", help="export with random weights (same graph; for trying the runtimes)")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from fusion_ros.commands import method_options
+from fusion_ros.commands import WEIGHTS_DIR_HELP, method_options
 from fusion_ros.config import FusionConfig, build_config, parse_params_yaml
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import Fuser
@@ -27,7 +27,7 @@ def add_fuser_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
     parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                         help="option of the method (repeatable); METHOD.NAME=VALUE is taken too")
     parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
