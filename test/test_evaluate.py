@@ -11,7 +11,7 @@ from PIL import Image
 
 from fusion_ros.cli import main
 from fusion_ros.evaluate import find_pairs, parse_fused_dirs
-from fusion_ros.metrics import compute_metrics
+from fusion_ros.metrics import PRESET_NOTES, PRESETS, compute_metrics
 
 NAMES = ("a01", "b02", "c03")
 
@@ -102,6 +102,17 @@ def test_evaluate_says_when_it_replaces_a_report(dataset: Path, tmp_path: Path, 
     assert "replacing" not in capsys.readouterr().err
     assert main(argv) == 0
     assert f"replacing the report in {tmp_path / 'r'}\n" in capsys.readouterr().err
+
+
+def test_summary_says_which_convention_its_numbers_follow(dataset: Path, tmp_path: Path) -> None:
+    """Under the default vifb preset MSE equals RMSE and SSIM exceeds 1: the footnote says why."""
+    assert set(PRESET_NOTES) == set(PRESETS)
+    out = tmp_path / "r"
+    assert main(["evaluate", "--data", str(dataset), "--fused-dir", str(dataset / "published"), "--metrics", "MSE,RMSE,SSIM",
+                 "--out", str(out), "--quiet", "--contact-pairs", "0"]) == 0  # fmt: skip
+    note = (out / "summary.md").read_text().splitlines()[-1]
+    assert note.startswith("Metric preset `vifb` follows VIFB's MATLAB toolbox") and "so RMSE equals MSE" in note
+    assert "SSIM the sum over the two sources (up to 2)" in note and note.endswith("`--preset` canonical, cddfuse, tang.")
 
 
 def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
