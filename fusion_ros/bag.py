@@ -196,10 +196,11 @@ def write_bag(path: str | Path, messages: Iterable[BagMessage], storage: str = "
 
 
 def prepare_output(path: Path, overwrite: bool) -> None:
-    """Make room for a new bag folder at ``path``: refuse an existing one unless ``overwrite``."""
+    """Make room for a new bag folder at ``path``: refuse an existing one unless ``overwrite`` (the message names
+    both the CLI flag and the keyword: this is reached from ``fusion-ros bag`` and from Python alike)."""
     if path.exists():
         if not overwrite:
-            raise ConfigError(f"output bag {path} already exists (remove it or pass overwrite)")
+            raise ConfigError(f"output bag {path} already exists (remove it, or pass --overwrite / overwrite=True)")
         if path.is_dir():
             shutil.rmtree(path)
         else:

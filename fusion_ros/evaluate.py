@@ -37,7 +37,7 @@ import numpy as np
 from fusion_ros.detection.study import DetectionConfig, DetectionStudy
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.imageio import read_image, read_thermal
-from fusion_ros.metrics import HIGHER_IS_BETTER, METRICS, SourcePair, get_convention
+from fusion_ros.metrics import HIGHER_IS_BETTER, METRICS, PRESET_NOTES, SourcePair, get_convention
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -381,8 +381,15 @@ def _markdown(result: EvaluationResult, command: str | None) -> str:
             ms = result.fuse_ms.get(label) or []
             cells.append(f"{statistics.median(ms):.1f}" if ms else "(given)")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", _preset_note(cfg.preset), ""]
     return "\n".join(lines)
+
+
+def _preset_note(preset: str) -> str:
+    """The footnote under the table: a preset's numbers (VIFB's MSE equal to RMSE, SSIM above 1) look like
+    bugs to a reader who does not know which toolbox they reproduce."""
+    others = ", ".join(p for p in PRESET_NOTES if p != preset)
+    return f"Metric preset `{preset}` follows {PRESET_NOTES[preset]}; other conventions: `--preset` {others}."
 
 
 def _write_csvs(result: EvaluationResult, out: Path) -> None:

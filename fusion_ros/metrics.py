@@ -79,6 +79,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRICS",
     "PRESETS",
+    "PRESET_NOTES",
     "Convention",
     "Plane",
     "SourcePair",
@@ -238,6 +239,18 @@ PRESETS: Mapping[str, Convention] = {
         ssim_region="replicate",
         mse_range=1.0,
     ),
+}
+
+#: One line per preset for reports: the convention it follows and the numbers that look wrong without it.
+PRESET_NOTES: Mapping[str, str] = {
+    "canonical": "the textbook definitions (BT.601 luma, MI in bits, SSIM the mean over the two sources, "
+    "MSE a mean square, PSNR with peak 255)",
+    "vifb": "VIFB's MATLAB toolbox: every metric per RGB channel, SSIM the sum over the two sources (up to 2), "
+    "MSE VIFB's √Σ(x−y)²/(M·N), so RMSE equals MSE and PSNR is not standard dB",
+    "cddfuse": "the CDDFuse/DDFM/EMMA Python evaluator: BT.601 grey, SSIM the sum over the two sources (up to 2) "
+    "with scikit-image 0.19's data_range 2, PSNR peak max(F)",
+    "tang": "the Tang-lab MATLAB toolbox's 2022 spreadsheet, artefacts included: SD in saturating uint8 (≈ 8–10), "
+    "saturating VIF products, SF on [0,1], PSNR 48 dB above standard",
 }
 
 

@@ -300,7 +300,7 @@ def test_runtime_is_a_live_node_parameter(method: str) -> None:
         build_config({"method": method, f"{method}.runtime": "tflite"}, check_available=False)
 
 
-@pytest.mark.parametrize("opt", ["defusion.runtime=tflite", "runtime=openvino", "pyramid.runtime=openvino"])
+@pytest.mark.parametrize("opt", ["defusion.runtime=tflite", "runtime=tflite", "pyramid.runtime=openvino", "runtime"])
 def test_bench_checks_method_options_before_any_run(opt: str, tmp_path: Path) -> None:
     from fusion_ros.cli import main
 

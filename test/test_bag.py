@@ -226,7 +226,7 @@ def test_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "10 fused frames on /fused/image_raw from 30 thermal + 10 RGB messages" in capsys.readouterr().out
     assert set(bag_topics(tmp_path / "out")) == {DEFAULT_THERMAL_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_FUSED_TOPIC}
     assert main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert "already exists (remove it, or pass --overwrite / overwrite=True)" in capsys.readouterr().err
     assert main(["bag", str(tmp_path / "in"), str(tmp_path / "o2"), "--method", "nope"]) == 1
     assert "unknown method 'nope'" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 import fusion_ros
 from fusion_ros.bag import DEFAULT_FUSED_TOPIC, DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, IMAGE_MSGTYPE, bag_topics
+from fusion_ros.cli import main
 
 
 @pytest.mark.slow
@@ -62,3 +63,15 @@ def test_demo_params_are_checked_against_the_node_and_parsed_as_yaml() -> None:
         _node_params(["registration.autoo=true"])  # a typo the node would ignore silently
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         _node_params(["registration.auto"])
+
+
+@pytest.mark.parametrize("choice", [["--method", "defusion"], ["-p", "method=defusion"]])
+def test_demo_refuses_an_unavailable_method_before_the_node_starts(
+    choice: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node would fall back to the default method while the stats and the sheet named this one."""
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-p", f"weights_dir={tmp_path}", *choice]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: method 'defusion' is unavailable: ") and str(tmp_path) in err
+    assert not out.exists()  # nothing rendered, no node started

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fusion_ros.cli import main
 from fusion_ros.evaluate import find_pairs, parse_fused_dirs
-from fusion_ros.metrics import compute_metrics
+from fusion_ros.metrics import PRESET_NOTES, PRESETS, compute_metrics
 
 NAMES = ("a01", "b02", "c03")
 
@@ -95,6 +95,26 @@ def test_evaluate_scores_only_given_folders(dataset: Path, tmp_path: Path) -> No
     assert "ms/pair" not in (out / "summary.md").read_text()
 
 
+def test_evaluate_says_when_it_replaces_a_report(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "--data", str(dataset), "--fused-dir", str(dataset / "published"), "--metrics", "EN",
+            "--out", str(tmp_path / "r"), "--quiet", "--contact-pairs", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert "replacing" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"replacing the report in {tmp_path / 'r'}\n" in capsys.readouterr().err
+
+
+def test_summary_says_which_convention_its_numbers_follow(dataset: Path, tmp_path: Path) -> None:
+    """Under the default vifb preset MSE equals RMSE and SSIM exceeds 1: the footnote says why."""
+    assert set(PRESET_NOTES) == set(PRESETS)
+    out = tmp_path / "r"
+    assert main(["evaluate", "--data", str(dataset), "--fused-dir", str(dataset / "published"), "--metrics", "MSE,RMSE,SSIM",
+                 "--out", str(out), "--quiet", "--contact-pairs", "0"]) == 0  # fmt: skip
+    note = (out / "summary.md").read_text().splitlines()[-1]
+    assert note.startswith("Metric preset `vifb` follows VIFB's MATLAB toolbox") and "so RMSE equals MSE" in note
+    assert "SSIM the sum over the two sources (up to 2)" in note and note.endswith("`--preset` canonical, cddfuse, tang.")
+
+
 def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--data", str(tmp_path), "--quiet"]) == 1
     assert "no ir/ subfolder" in capsys.readouterr().err
@@ -103,7 +123,13 @@ def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["evaluate", "--data", str(dataset), "--metrics", "EN,XYZ", "--quiet", "--out", str(tmp_path / "x")]) == 1
     assert "unknown metric" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(dataset), "--opt", "average.ir_weight=0.3", "--quiet"]) == 1
-    assert "not in --methods" in capsys.readouterr().err
+    assert "'average' is not a method of this run (balanced)" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--methods", "average", "--opt", "ir_weight=2", "--quiet"]) == 1
+    assert "option average.ir_weight: 2.0 is outside [0.0, 1.0]" in capsys.readouterr().err  # NAME=VALUE: the one method's
+    assert main(["evaluate", "--data", str(dataset), "--methods", "average,max", "--opt", "ir_weight=0.3", "--quiet"]) == 1
+    assert "prefix the option with one of them, METHOD.NAME=VALUE" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--limit", "-1", "--quiet", "--out", str(tmp_path / "l")]) == 1
+    assert capsys.readouterr().err == "error: --limit must be at least 0, got -1\n" and not (tmp_path / "l").exists()
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(dataset), "--preset", "matlab"])
 

@@ -85,7 +85,8 @@ def test_installed_cli_runs(colcon_install: Path) -> None:
         cwd=colcon_install, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("balanced (default)")
+    header, first = result.stdout.splitlines()[:2]
+    assert header.startswith("weights folder: ") and first.startswith("balanced (default)")
     # it ran the installed copy, not the source tree
     check = subprocess.run(
         [sys.executable, "-c", "import fusion_ros; print(fusion_ros.__file__)"], cwd=colcon_install, env=env, capture_output=True, text=True

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from fusion_ros.bench import bench_in_subprocess, markdown_table, plot, results_json
-from fusion_ros.commands import parse_size
-from fusion_ros.commands.fuse import parse_options
+from fusion_ros.commands import at_least, method_options, parse_size
 from fusion_ros.errors import ConfigError
 from fusion_ros.options import build_options
 from fusion_ros.registry import get_method_class, method_names
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per method and size (after 3 warm-up calls)")
     parser.add_argument("--malloc", default="tuned", choices=["tuned", "default", "both"], help="glibc malloc settings of the child process")
     parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                        help="option of one method, e.g. defusion.runtime=openvino (repeatable)")
+                        help="option of one method, e.g. defusion.runtime=openvino (repeatable); NAME=VALUE when one method runs")
     parser.add_argument("--out", type=Path, help="folder for bench.md, bench.png and bench.json")
 
 
@@ -44,12 +43,8 @@ def run(args: argparse.Namespace) -> int:
     for n in names:
         get_method_class(n)  # unknown names fail before any child starts
     sizes = _sizes(args.sizes)  # so do bad sizes
-    options: dict[str, dict[str, str]] = {}
-    for key, value in parse_options(args.opt).items():
-        method, dot, name = key.partition(".")
-        if not dot or method not in names:
-            raise ConfigError(f"--opt {key}: expected METHOD.NAME=VALUE for one of the benchmarked methods ({', '.join(names)})")
-        options.setdefault(method, {})[name] = value
+    repeats = at_least("--repeats", args.repeats, 1)  # and no timed call (no percentile of nothing)
+    options = method_options(args.opt, names)
     for method, values in options.items():
         build_options(get_method_class(method).Options, values, method)  # bad options fail before any child starts
     mallocs = ["tuned", "default"] if args.malloc == "both" else [args.malloc]
@@ -57,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         for w, h in sizes:
             for malloc in mallocs:
-                r = bench_in_subprocess(name, w, h, args.device, args.repeats, malloc, options=options.get(name))
+                r = bench_in_subprocess(name, w, h, args.device, repeats, malloc, options=options.get(name))
                 print(f"{name:>10} {w}x{h} {malloc:>7}: median {r.median_ms:8.1f} ms  p95 {r.p95_ms:8.1f} ms  peak {r.peak_rss_mib:6.0f} MiB", file=sys.stderr)
                 results.append(r)
     table = markdown_table(results)

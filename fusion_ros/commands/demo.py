@@ -23,7 +23,7 @@ import numpy as np
 
 from fusion_ros.commands import parse_size
 from fusion_ros.errors import ConfigError, FusionError
-from fusion_ros.registry import DEFAULT_METHOD, get_method_class
+from fusion_ros.registry import DEFAULT_METHOD
 
 NAME = "demo"
 HELP = "run fusion_node on a synthetic night street through DDS; write a contact sheet PNG and stats"
@@ -107,9 +107,18 @@ def _node_params(assignments: list[str]) -> dict[str, Any]:
     return params
 
 
+def _node_method(method: str, overrides: dict[str, Any]) -> str:
+    """The method the node will run (``-p method=...`` wins over ``--method``, as in its parameters), checked
+    as ``fuse``, ``bag`` and ``evaluate`` check theirs: a node given a method it cannot build falls back to
+    the default one, and the stats and contact sheet would name a method that did not run."""
+    from fusion_ros.config import build_config
+
+    return build_config({"method": method, **overrides}).method
+
+
 def run(args: argparse.Namespace) -> int:
-    get_method_class(args.method)
     overrides = _node_params(args.param)
+    args.method = _node_method(args.method, overrides)  # what the stats, the sheet and the node's log name
     if args.duration <= 0 or args.loops < 1 or args.rate <= 0 or args.rows < 1 or args.torch_threads < 1:
         raise ConfigError("--duration, --loops, --rate, --rows and --torch-threads must be positive")
     from fusion_ros import bag, scenes

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fusion_ros.commands import parse_size
+from fusion_ros.commands import WEIGHTS_DIR_HELP, at_least, method_options, parse_size
 from fusion_ros.detection.adapters import FORMATS
 from fusion_ros.detection.study import DetectionConfig
 from fusion_ros.errors import ConfigError
@@ -24,18 +24,6 @@ HELP = "score fusion methods on a folder of ir/ + vi/ pairs: metrics table, plot
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """``["pyramid.levels=4"]`` → ``{"pyramid": {"levels": "4"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method or not name:
-            raise ConfigError(f"--opt expects METHOD.NAME=VALUE, got {pair!r}")
-        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
-    return out
 
 
 def _metrics(text: str | None) -> tuple[str, ...]:
@@ -97,10 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--score-threshold", type=float, default=0.3, help="score where recall/precision are read (default 0.3)")
     det.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     det.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>)")
+    parser.add_argument("--out", type=Path, help="report folder (default: ./evaluation/<data folder name>); a report already there is replaced")
     parser.add_argument("--device", default="cpu", help="device for fusion: cpu (default) | auto | cuda | cuda:N")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files of network methods")
-    parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE", help="method option (repeatable)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
+    parser.add_argument("--opt", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="option of one method (repeatable); NAME=VALUE when one method runs")
     parser.add_argument("--limit", type=int, default=0, help="only the first N pairs (0 = all)")
     parser.add_argument("--contact-pairs", type=int, default=3, help="pairs shown on the contact sheet (default 3)")
     parser.add_argument("--save-fused", action="store_true", help="also write every fused image to <out>/fused/<method>/")
@@ -112,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
     methods = _split(args.methods) if args.methods is not None else ([] if fused else [DEFAULT_METHOD])
     for m in methods:
         get_method_class(m)  # an unknown name fails before any image is read
-    options = _method_options(args.opt)
-    stray = sorted(set(options) - set(methods))
-    if stray:
-        raise ConfigError(f"--opt names method(s) not in --methods: {', '.join(stray)}")
+    options = method_options(args.opt, methods)
     detection = None
     if args.detector:
         try:
@@ -142,12 +128,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         options=options,
         weights_dir=args.weights_dir,
-        limit=max(args.limit, 0),
+        limit=at_least("--limit", args.limit, 0),
         contact_pairs=max(args.contact_pairs, 0),
         save_fused=args.save_fused,
         detection=detection,
     )
     out = args.out or Path("evaluation") / Path(args.data).resolve().name
+    if (out / "summary.md").exists():  # replaced like bench's and demo's outputs; said, so it is not a surprise
+        print(f"replacing the report in {out}", file=sys.stderr)
     result = evaluate(config, progress=not args.quiet, out_dir=out)
     command = "fusion-ros " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [NAME] else None
     paths = write_report(result, out, command=command)

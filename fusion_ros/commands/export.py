@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fusion_ros.commands import parse_size
-from fusion_ros.commands.fuse import parse_options
+from fusion_ros.commands import WEIGHTS_DIR_HELP, method_options, parse_size
 from fusion_ros.deploy.export import read_metadata
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import create_method
@@ -26,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--size", help="frame size WxH the graphs are fixed to")
     size.add_argument("--dynamic", action="store_true", help="graphs for any frame size (where the network allows it)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder to write the .onnx files to")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
-    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option recorded in the graphs (repeatable)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
+    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                        help="method option recorded in the graphs (repeatable); METHOD.NAME=VALUE is taken too")
     parser.add_argument("--random-weights", action="store_true", help="export with random weights (same graph; for trying the runtimes)")
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ConfigError(f"--size expects {err}") from None
         size = (height, width)
-    options = parse_options(args.opt)
+    options = method_options(args.opt, [args.method]).get(args.method, {})
     method = create_method(args.method, device=torch.device("cpu"), dtype=torch.float32, weights_dir=args.weights_dir,
                            options=options, random_init=args.random_weights)
     args.output.mkdir(parents=True, exist_ok=True)

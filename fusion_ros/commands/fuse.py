@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from fusion_ros.commands import WEIGHTS_DIR_HELP, method_options
 from fusion_ros.config import FusionConfig, build_config, parse_params_yaml
 from fusion_ros.errors import ConfigError
 from fusion_ros.fuser import Fuser
@@ -20,25 +21,15 @@ NAME = "fuse"
 HELP = "fuse one thermal + visible image pair"
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
-    """``["levels=4", "saliency=1.5"]`` → ``{"levels": "4", "saliency": "1.5"}`` (typed later by the method)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--opt expects NAME=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def add_fuser_arguments(parser: argparse.ArgumentParser) -> None:
     """The Fuser's settings, the same in every command that builds one (``fuse``, ``bag``); each flag
     is a node parameter (:func:`~fusion_ros.config.parameter_table`), read by :func:`config_from_args`."""
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD}; see `fusion-ros methods`)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
-    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE", help="method option (repeatable)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
+    parser.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                        help="option of the method (repeatable); METHOD.NAME=VALUE is taken too")
     parser.add_argument("--thermal-window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="fixed thermal window instead of percentiles")
     parser.add_argument("--thermal-smoothing", type=float,
                         help="weight of the previous frame's thermal window (0: every frame on its own; default "
@@ -60,7 +51,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> FusionConfig:
         "device": args.device,
         "precision": args.precision,
         "weights_dir": str(args.weights_dir or ""),
-        **{f"{args.method}.{k}": v for k, v in parse_options(args.opt).items()},
+        **{f"{args.method}.{k}": v for k, v in method_options(args.opt, [args.method]).get(args.method, {}).items()},
         "registration.resize": args.resize,
     }
     if args.thermal_window:

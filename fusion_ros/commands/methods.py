@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fusion_ros.commands import WEIGHTS_DIR_HELP
 from fusion_ros.options import field_default
 from fusion_ros.registry import DEFAULT_METHOD, get_method_class, list_methods
+from fusion_ros.weights import default_weights_dir
 
 NAME = "methods"
 HELP = "list the fusion methods, their weights and availability"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="also list each method's options")
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = list_methods(args.weights_dir)
+    weights_dir = args.weights_dir or default_weights_dir()
+    print(f"weights folder: {weights_dir}")  # the default depends on where the package runs from
+    rows = list_methods(weights_dir)
     width = max(len(r.name) for r in rows) + (len(" (default)"))
     for r in rows:
         label = r.name + (" (default)" if r.name == DEFAULT_METHOD else "")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import fusion_ros
+from fusion_ros.commands import WEIGHTS_DIR_HELP
 from fusion_ros.errors import DependencyError, InputError
 
 NAME = "ui"
@@ -18,7 +19,7 @@ HELP = "open a local web page to compare fusion methods on image pairs and tune 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="localhost port (default 8501)")
     parser.add_argument("--data", type=Path, help="folder with ir/ and vi/ image pairs of the same names")
-    parser.add_argument("--weights-dir", type=Path, help="folder with the weight files (default: the package's weights/)")
+    parser.add_argument("--weights-dir", type=Path, help=WEIGHTS_DIR_HELP)
     parser.add_argument("--detector", type=Path, help="ONNX detector: its boxes are drawn on the RGB and fused frames")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default localhost only)")
 
