@@ -130,6 +130,8 @@ def test_evaluate_user_errors(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     assert "prefix the option with one of them, METHOD.NAME=VALUE" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(dataset), "--limit", "-1", "--quiet", "--out", str(tmp_path / "l")]) == 1
     assert capsys.readouterr().err == "error: --limit must be at least 0, got -1\n" and not (tmp_path / "l").exists()
+    assert main(["evaluate", "--data", str(dataset), "--contact-pairs", "-2", "--quiet", "--out", str(tmp_path / "c")]) == 1
+    assert capsys.readouterr().err == "error: --contact-pairs must be at least 0, got -2\n"
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(dataset), "--preset", "matlab"])
 

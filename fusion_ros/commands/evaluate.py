@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             classes=args.classes,
             input_size=(size[1], size[0]) if size else None,
             score_threshold=args.score_threshold,
-            rounds=max(args.bootstrap, 1),
+            rounds=at_least("--bootstrap", args.bootstrap, 1),
             seed=args.seed,
         )
     elif args.classes or args.detector_size:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         weights_dir=args.weights_dir,
         limit=at_least("--limit", args.limit, 0),
-        contact_pairs=max(args.contact_pairs, 0),
+        contact_pairs=at_least("--contact-pairs", args.contact_pairs, 0),
         save_fused=args.save_fused,
         detection=detection,
     )
