@@ -118,6 +118,7 @@ def test_register_rejects_a_folder_without_pairs(tmp_path: Path, capsys: pytest.
     (["--rotation", "-5"], "--rotation must be in [0, 45] degrees, got -5"),
     (["--min-confidence", "2"], "--min-confidence must be in [0, 1], got 2"),
     (["--translation", "0.6"], "--translation must be in [0, 0.5] of the RGB width, got 0.6"),
+    (["--frames", "0"], "--frames must be at least 1, got 0"),
 ])
 def test_register_names_the_flag_that_is_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
                                                      message: str) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from fusion_ros.bag import (DEFAULT_RGB_TOPIC, DEFAULT_THERMAL_TOPIC, cdr_header, check_input_topics, decode_input,
                             expected_pairs, read_messages)
+from fusion_ros.commands import at_least
 from fusion_ros.errors import ConfigError, InputError
 from fusion_ros.evaluate import find_pairs
 from fusion_ros.imageio import read_image, write_image
@@ -169,8 +170,7 @@ def _number(value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = estimator_config(args)
-    if args.frames < 1:
-        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    at_least("--frames", args.frames, 1)
     pairs = load_pairs(args)
     try:
         result = estimate_homography(pairs, config)
